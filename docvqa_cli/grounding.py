@@ -498,3 +498,22 @@ def to_page_box(box: Sequence[float], image_size: tuple[float, float], region: B
         clip(rx0 + x1 * sx, rx0, rx1),
         clip(ry0 + y1 * sy, ry0, ry1),
     )
+
+
+def ground_result(doc: str, text: str, matches: list[Match]) -> dict:
+    """What ``docq ground`` prints: ``{"doc", "text", "matches": [{"page", "boxes", "score"}]}``."""
+    return {
+        "doc": doc,
+        "text": text,
+        "matches": [
+            {
+                "page": m.page,
+                "boxes": [
+                    {"x0": round(b[0], 2), "y0": round(b[1], 2), "x1": round(b[2], 2), "y1": round(b[3], 2)}
+                    for b in m.boxes
+                ],
+                "score": round(m.score, 4),
+            }
+            for m in matches
+        ],
+    }
