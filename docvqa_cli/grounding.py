@@ -6,7 +6,8 @@ line in two) or the line just below it, so an answer may run over several lines.
 Three matchers score a span, and the best wins:
 
 - text: case, accents, spaces and punctuation are ignored (``"BHD."`` = ``"bhd"``), with an
-  edit-distance tolerance for OCR slips in longer answers (``"SDN BND"`` for ``"SDN BHD"``);
+  edit-distance tolerance for OCR slips in longer answers (``"SDN BND"`` for ``"SDN BHD"``),
+  but none for answers that are mostly digits (another digit is another value);
 - amounts: the same value whatever the thousands and decimal separators (``"1,007.50"``,
   ``"1.007,50"``, ``"1 007,50"``), spaces inside the number (``"11. 80"``), trailing zeros
   (``319`` = ``"319.00"``) and currency signs or codes (``"$4.11"``, ``"Rs 1939"``, ``"RM9.00"``);
@@ -298,6 +299,8 @@ def _target(answer: str) -> _Target:
     key = norm_text(answer)
     n = len(key)
     max_dist = 0 if n < 5 else (1 if n < 8 else int(n * (1 - MIN_FUZZY)))
+    if sum(ch.isdigit() for ch in key) * 2 >= n:
+        max_dist = 0  # another digit is another value: numbers, dates and ids match exactly
     return _Target(
         text=answer,
         key=key,
