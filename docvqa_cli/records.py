@@ -150,8 +150,9 @@ class TableWriter(Writer):
         console = self.console
         if console is None:
             tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+            # Piped to a file or a pager, a table is wide rather than folded at 80 columns.
             console = Console(file=self.stream, no_color=bool(os.environ.get("NO_COLOR")) or not tty,
-                              highlight=False, soft_wrap=False)
+                              highlight=False, soft_wrap=False, width=None if tty else 200)
         table = Table(show_lines=False)
         for name, style in (("doc", "dim"), ("question", None), ("answer", "bold"), ("conf", None),
                             ("page", None), ("box (x0,y0,x1,y1)", "dim"), ("error", "red")):
