@@ -38,6 +38,7 @@ AMOUNT = 0.95  # same amount, written differently
 DATE = 0.95  # same day, written differently
 DATE_AMBIGUOUS = 0.85  # same day if day and month are read the other way round too
 PART_OF_WORD = 0.9  # factor when the value is only part of a word ("Total:9.00")
+PART_OF_ANSWER = 0.8  # factor when only the date or amount inside a wordy answer is found
 MIN_FUZZY = 0.75  # lowest text similarity accepted (answers of 8+ letters and digits)
 
 # Bonuses used by ``locate`` to rank (they never make a Match on their own).
@@ -291,6 +292,7 @@ class _Target:
     key: str  # norm_text
     amounts: set[Decimal]
     days: set[tuple[int, int, int]]
+    cents: bool  # the answer prints a 2-digit fraction ("18.00")
     max_dist: int
     max_words: int
 
@@ -306,6 +308,7 @@ def _target(answer: str) -> _Target:
         key=key,
         amounts=parse_amount(answer),
         days=parse_date(answer),
+        cents=bool(re.search(r"\d[.,]\d{2}(?!\d)", answer)),
         max_dist=max_dist,
         max_words=2 * len(answer.split()) + 4,
     )
@@ -325,17 +328,30 @@ def _amount_score(target: _Target, words: list[Word]) -> float:
             if not (glued or group or word_only_sign):
                 return 0.0
         text = " ".join(w.text for w in words)
-        if parse_amount(text) & target.amounts:
+        if parse_amount(text) & target.amounts and _money_like(target, text, text):
             return AMOUNT
         return 0.0
     text = words[0].text
-    if parse_amount(text) & target.amounts:
+    if parse_amount(text) & target.amounts and _money_like(target, text, text):
         return AMOUNT
     # The value inside a longer word: "Total:9.00", "(Rs1939)".
     for m in _AMOUNT_IN_RE.finditer(text):
-        if _number_values(m.group(1)) & target.amounts and not text[m.end():m.end() + 1].isalpha():
+        if (_number_values(m.group(1)) & target.amounts and not text[m.end():m.end() + 1].isalpha()
+                and _money_like(target, m.group(1), text)):
             return AMOUNT * PART_OF_WORD
     return 0.0
+
+
+_FRACTION_RE = re.compile(r"\d\s*[.,]\s*\d{1,2}(?!\d)")
+
+
+def _money_like(target: _Target, number: str, text: str) -> bool:
+    """An answer printed with cents ("18.00") is found only where the page prints a
+    fraction too, or marks the number as money ("Rs 18"): not in "JALAN SAGU 18,"."""
+    if not target.cents or _FRACTION_RE.search(number):
+        return True
+    return bool(re.search("[%s]" % re.escape(_CURRENCY_SIGNS), text)) or bool(
+        re.search(r"(?<![^\W\d_])(?:%s)(?![^\W\d_])" % "|".join(_CURRENCY_CODES), text, re.IGNORECASE))
 
 
 def _date_score(target: _Target, words: list[Word]) -> float:
@@ -452,6 +468,14 @@ def locate(answer: str, pages: list[Page], kept=None, model_boxes=None) -> Match
     ``vlm.base.ModelBox`` in page points. Neither makes a match on its own.
     """
     found = _candidates(answer, pages)
+    if not found:
+        # A wordy answer ("The total is RM 9.00."): ground the one date or amount it names.
+        values = {answer[a:b] for a, b, _ in find_dates(answer)}
+        if not values:
+            values = {m.group(1) for m in _AMOUNT_IN_RE.finditer(answer) if "." in m.group(1) or "," in m.group(1)}
+        if len(values) == 1:
+            found = [Match(m.page, m.boxes, round(m.score * PART_OF_ANSWER, 4), m.words)
+                     for m in _candidates(values.pop(), pages)]
     if not found:
         return None
     kept = list(kept or [])

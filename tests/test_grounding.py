@@ -117,6 +117,14 @@ def test_number_is_not_found_inside_another(doc_pages):
     assert grounding.find_all("1,157.41", pages) == []
 
 
+def test_amount_with_cents_needs_a_fraction_or_a_currency(tmp_path):
+    lines = [((72, 72), "JALAN SAGU 18, TAMAN DAYA", 10), ((72, 100), "Room Rs 1939", 10)]
+    pages = documents.load(str(write_invoice_pdf(tmp_path / "c.pdf", lines)))
+    assert grounding.find_all("18.00", pages) == []  # a street number is not 18.00
+    assert _best("1939.00", pages).boxes  # "Rs 1939" is money
+    assert _best("1939.0", pages).boxes
+
+
 def test_dates_written_another_way(doc_pages):
     pages, path = doc_pages
     m = _best("2017-12-31", pages)
@@ -169,6 +177,17 @@ def test_model_box_chooses_between_spans_but_never_alone(tmp_path):
     m = grounding.locate("42.00", pages, model_boxes=[near_total])
     assert m.boxes[0][1] > 700
     assert grounding.locate("43.00", pages, model_boxes=[near_total]) is None
+
+
+def test_wordy_answer_grounds_the_value_it_names(doc_pages):
+    pages, path = doc_pages
+    m = grounding.locate("It comes to 1,157.40 in all.", pages)
+    assert m is not None and m.score < 0.95
+    assert _centre_in(m.boxes[0], _rect_of(path, 1, "1,157.40")[0])
+    m = grounding.locate("It was issued on 31 December 2017", pages)
+    assert _centre_in(m.boxes[0], _rect_of(path, 1, "31/12/2017")[0])
+    # Two values named: no guess.
+    assert grounding.locate("Either 11.80 or 19.00", pages) is None
 
 
 def test_to_page_box_maps_model_space_to_points():
