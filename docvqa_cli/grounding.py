@@ -138,7 +138,7 @@ for _n, _names in enumerate(
         "sep sept september septembre septiembre settembre setembro",
         "oct october oktober octobre octubre ottobre okt outubro",
         "nov november novembre noviembre novembro",
-        "dec december dezember décembre decembre diciembre dicembre dis desember dezembro",
+        "dec december dezember décembre decembre diciembre dicembre dis disember desember dezembro",
     ],
     start=1,
 ):
