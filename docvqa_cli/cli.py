@@ -172,3 +172,30 @@ def ask(doc, questions, model, keep, device, quant, prompt_spec, trust_remote_co
         if output:
             stream.close()
     return ExitCode.partial if failed else ExitCode.ok
+
+
+@main.command()
+@click.argument("doc")
+@click.argument("text")
+@document_options
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Print at most this many matches (default: all).")
+@handle_errors
+def ground(doc, text, pages_spec, password, dpi, ocr_engine, ocr_lang, limit):
+    """Where TEXT is printed in DOC: pages and boxes as JSON, best first (no model).
+
+    Exit code 1, with the object and an empty "matches", when TEXT is not found.
+    """
+    import json
+
+    from docvqa_cli import grounding
+
+    if not text.strip():
+        raise click.BadParameter("TEXT is empty", param_hint="TEXT")
+    pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)
+    matches = grounding.find_all(text, pages)[:limit]
+    click.echo(json.dumps(grounding.ground_result(doc, text, matches), ensure_ascii=False))
+    if not matches:
+        click.echo(f"docq: {text!r} not found in {doc}", err=True)
+        return ExitCode.partial
+    return ExitCode.ok
