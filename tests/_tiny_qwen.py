@@ -2,7 +2,8 @@
 
 ``build_tiny_qwen(folder, model_type)`` writes config + safetensors weights, a byte-level BPE
 tokenizer trained on a few strings (with Qwen's special tokens), and the PIL image processor
-(its ``max_pixels`` kept small so each image is a handful of tokens and tests stay fast).
+(its ``max_pixels`` kept small so each image is a handful of tokens and tests stay fast),
+with ``tests/_tiny_models.py``'s tokenizer trainer and folder writer.
 The folder is then loaded through the product's own code. Its answers are noise.
 """
 
@@ -22,37 +23,49 @@ SPECIAL_TOKENS = [
     "<|box_end|>",
 ]
 
-_CORPUS = [
-    "What is the total amount due? Answer with the shortest exact text.",
-    "Image 1: page 1, whole page: Image 2: tile r1c2 of 4x3 (rows x columns), x 0-50%, y 25-50%",
-    'Invoice No: INV-20417 Date: 14 March 2024 {"answer": "1,157.40", "bbox_2d": [10, 20, 300, 40]}',
+_CORPUS_EXTRA = [
+    "Image 1: tile r1c2 of 4x3 (rows x columns), page 1, x 0-50%, y 25-50%: page 1, whole page:",
+    '{"answer": "1,157.40", "bbox_2d": [10, 20, 300, 40]} box: [100, 200, 300, 400]',
     "system user assistant You are a helpful assistant.",
 ]
+
+# Qwen2-VL's chat template, shortened: a content list renders each image as
+# <|vision_start|><|image_pad|><|vision_end|> and each text as is.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif item['type'] == 'text' %}{{ item['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 # patch_size per family: Qwen2.5-VL uses 14 (factor 28), Qwen3-VL 16 (factor 32).
 PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
 
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+def tiny_tokenizer(chat_template: str | None = None):
+    from _tiny_models import CORPUS, train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    return train_tokenizer(
+        SPECIAL_TOKENS,
+        corpus=CORPUS + _CORPUS_EXTRA,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=chat_template,
     )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def build_tiny_qwen(folder: Path, model_type: str = "qwen2_5_vl", max_tokens_per_image: int = 16) -> Path:
+def build_tiny_qwen(
+    folder: Path, model_type: str = "qwen2_5_vl", max_tokens_per_image: int = 16, chat_template: bool = False
+) -> Path:
+    """A tiny ``model_type`` folder; ``chat_template`` gives its tokenizer Qwen's template."""
     import torch
+    from _tiny_models import save_model_folder
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     folder = Path(folder)
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer(QWEN_CHAT_TEMPLATE if chat_template else None)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = 16
     text = dict(
@@ -95,8 +108,6 @@ def build_tiny_qwen(folder: Path, model_type: str = "qwen2_5_vl", max_tokens_per
     model = Model(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
     factor = patch * 2
     processor = Qwen2VLImageProcessorPil(
         patch_size=patch,
@@ -108,5 +119,4 @@ def build_tiny_qwen(folder: Path, model_type: str = "qwen2_5_vl", max_tokens_per
     if model_type == "qwen3_vl":  # Qwen3-VL normalises with mean/std 0.5
         processor.image_mean = [0.5, 0.5, 0.5]
         processor.image_std = [0.5, 0.5, 0.5]
-    processor.save_pretrained(folder)
-    return folder
+    return save_model_folder(folder, model, tokenizer, processor)

@@ -1,20 +1,25 @@
 """Qwen2-VL, Qwen2.5-VL and Qwen3-VL: the overview(s) and each kept tile as separate images.
 
 Qwen's vision encoder takes images of any size (a multiple of patch_size * merge_size) and
-flattens them into patches; ``image_grid_thw`` holds one (t, h, w) row per image. So a
-page's overview and each kept tile go in as separate images, each after a short text that
-says where it sits on the page; unkept tiles never reach the encoder.
+flattens them into patches; ``image_grid_thw`` holds one (t, h, w) row per image. So each
+kept tile and then the page's overview go in as separate images (the order the prompts
+describe: parts of the page first, the whole page last), each after a short text that says
+where it sits on the page; unkept tiles never reach the encoder. The tile size is 16 x 16
+patch groups: 448 px for Qwen2/2.5-VL (patch 14), 512 px for Qwen3-VL (patch 16), so a
+tile is about 256 image tokens; each image has a pixel budget (tiles 1.5 x tile_px^2,
+overviews tile_px^2), capped by the image processor's own ``max_pixels``.
 
 transformers' Qwen processors carry a video processor that needs torchvision, so this
 backend uses the image processor and the tokenizer directly (``QwenParts``) and expands
-each ``<|image_pad|>`` to ``grid_thw.prod() // merge_size**2`` tokens itself, writing the
-Qwen chat format by hand.
+each ``<|image_pad|>`` to ``grid_thw.prod() // merge_size**2`` tokens itself, in the text of
+the tokenizer's chat template (or Qwen's chat format written here when it has none).
 
 Boxes the model emits (``{"bbox_2d": [x1, y1, x2, y2]}``) are on the pixels of the
 resized input image for Qwen2.5-VL, and on a 0-1000 scale of the image for Qwen2-VL
 and Qwen3-VL; either way they map back to page points through the box of the image they
 refer to (a ``"image": N`` key naming the image number in the prompt, or a ``"tile":
-"r2c1"`` key, else the overview of the page).
+"r2c1"`` key, else the overview of the page). The ``grounded`` prompt's own format, a line
+``box: [x0, y0, x1, y1]`` on a 0-1000 scale of the whole-page image, is read too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView
+from docvqa_cli.vlm.load import register
 
 IMAGE_PAD = "<|image_pad|>"
 VISION_START = "<|vision_start|>"
@@ -92,12 +98,16 @@ def overview_label(view: PageView, number: int) -> str:
     return f"Image {number}: page {view.page.number}, whole page:"
 
 
+@register
 class QwenBackend(Backend):
     family: ClassVar[str] = "qwen-vl"
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
     tile_px: int = 448  # 16 x 28 (Qwen2/2.5-VL); set to 16 x 32 = 512 for Qwen3-VL
     max_tiles: int = 12
     can_ground: bool = True
+    # Full module names (transformers 5 matches llm_int8_skip_modules from the start): the
+    # vision tower with its merger (the projector) and the output head stay unquantised.
+    keep_unquantized: ClassVar[tuple[str, ...]] = ("model.visual", "lm_head")
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         super().__init__(model, processor, name, device)
@@ -146,13 +156,35 @@ class QwenBackend(Backend):
         )
         return out["pixel_values"], out["image_grid_thw"]
 
+    def chat_text(self, items: list[tuple[str, str]]) -> str:
+        """The user turn (``("text", s)`` / ``("image", "")`` items) and the assistant's cue.
+
+        Each image stands as one ``<|image_pad|>`` here; ``preprocess`` expands them.
+        """
+        tok = self.processor.tokenizer
+        if getattr(tok, "chat_template", None):
+            content = [{"type": kind, "text": s} if kind == "text" else {"type": "image"} for kind, s in items]
+            try:
+                rendered = tok.apply_chat_template(
+                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                )
+            except Exception:  # a template that does not take content lists
+                rendered = None
+            if isinstance(rendered, str) and rendered.count(IMAGE_PAD) == sum(k == "image" for k, _ in items):
+                return rendered
+        system = ""
+        if self.model_type in ("qwen2_vl", "qwen2_5_vl"):  # their templates add this by default
+            system = f"{IM_START}system\nYou are a helpful assistant.{IM_END}\n"
+        body = "".join(s if kind == "text" else f"{VISION_START}{IMAGE_PAD}{VISION_END}" for kind, s in items)
+        return f"{system}{IM_START}user\n{body}{IM_END}\n{IM_START}assistant\n"
+
     def preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         import torch
 
-        text = prompt.replace("{question}", question) if "{question}" in prompt else prompt
+        text = prompt.replace("{question}", question.strip()).strip()  # as prompts.render
         tile_budget = int(TILE_AREA_SLACK * self.tile_px**2)
         overview_budget = self.tile_px**2
-        parts, pixels, grids, refs = [], [], [], []
+        items, pixels, grids, refs = [], [], [], []
 
         def add(image, budget, label, page, box, tile):
             pv, grid = self._encode_image(image, budget)
@@ -161,22 +193,28 @@ class QwenBackend(Backend):
             refs.append(ImageRef(len(refs) + 1, page, box, gw * self.patch, gh * self.patch, tile, tokens))
             pixels.append(pv)
             grids.append(grid)
-            parts.append(f"{label}{VISION_START}{IMAGE_PAD * tokens}{VISION_END}\n")
+            items.extend([("text", label + " "), ("image", ""), ("text", "\n")])
 
+        # Per page: its kept tiles in reading order, then the whole page (what the prompts say).
         for view in views:
             page = view.page
-            whole = (0.0, 0.0, float(page.width), float(page.height))
-            add(view.overview, overview_budget, overview_label(view, len(refs) + 1), page.number, whole, None)
             for tile in view.tiles:
                 add(tile.image, tile_budget, tile_label(tile, len(refs) + 1), page.number, tuple(tile.box),
                     f"r{tile.row + 1}c{tile.col + 1}")
+            whole = (0.0, 0.0, float(page.width), float(page.height))
+            add(view.overview, overview_budget, overview_label(view, len(refs) + 1), page.number, whole, None)
+        items.append(("text", text))
 
-        system = ""
-        if self.model_type in ("qwen2_vl", "qwen2_5_vl"):
-            system = f"{IM_START}system\nYou are a helpful assistant.{IM_END}\n"
-        chat = f"{system}{IM_START}user\n{''.join(parts)}{text}{IM_END}\n{IM_START}assistant\n"
-        enc = self.processor.tokenizer(chat, return_tensors="pt", add_special_tokens=False)
+        chat = self.chat_text(items)
+        pieces = chat.split(IMAGE_PAD)
+        if len(pieces) != len(refs) + 1:
+            raise RuntimeError(f"prompt has {len(pieces) - 1} image placeholders for {len(refs)} images")
+        expanded = pieces[0] + "".join(IMAGE_PAD * r.tokens + rest for r, rest in zip(refs, pieces[1:]))
+        enc = self.processor.tokenizer(expanded, return_tensors="pt", add_special_tokens=False)
         ids = enc["input_ids"]
+        image_tokens = int((ids == self.image_token_id).sum())
+        if image_tokens != sum(r.tokens for r in refs):
+            raise RuntimeError(f"prompt has {image_tokens} image tokens, the images need {sum(r.tokens for r in refs)}")
         # 1 marks image tokens: the model needs it to give them 2-D (M-RoPE) positions; without
         # it transformers silently falls back to text positions for every token.
         model_inputs = {
@@ -187,7 +225,7 @@ class QwenBackend(Backend):
         if pixels:
             model_inputs["pixel_values"] = torch.cat(pixels)
             model_inputs["image_grid_thw"] = torch.cat(grids)
-        return {"model_inputs": model_inputs, "images": refs, "prompt_text": chat}
+        return {"model_inputs": model_inputs, "images": refs, "prompt_text": expanded}
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -252,6 +290,8 @@ _BBOX_KEY = re.compile(r'"?bbox(?:_2d)?"?\s*:\s*\[\s*(' + _NUM + r")\s*,\s*(" + 
                        + r")\s*,\s*(" + _NUM + r")\s*\]")
 _QWEN2_BOX = re.compile(r"<\|box_start\|>\s*\(\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)\s*,\s*\(\s*("
                         + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)\s*<\|box_end\|>")
+_BOX_LINE = re.compile(r"\bbox\s*:\s*\[\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*("
+                       + _NUM + r")\s*\]", re.I)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
@@ -260,6 +300,7 @@ class FoundBox:
     """A box as the model wrote it: coordinates on its own scale, and the image it names."""
 
     coords: tuple[float, float, float, float]
+    scale: str | None = None  # "per-mille" when the format fixes it; None: the family's own
     image: int | None = None  # 1-based image number from the prompt's labels
     tile: str | None = None  # "r2c1"
     page: int | None = None
@@ -342,12 +383,15 @@ def split_answer(raw: str) -> tuple[str, list[FoundBox]]:
         for m in _BBOX_KEY.finditer(raw):
             boxes.append(FoundBox(tuple(float(g) for g in m.groups())))
     for m in _QWEN2_BOX.finditer(raw):  # Qwen2-VL: <|box_start|>(x1,y1),(x2,y2)<|box_end|>
-        boxes.append(FoundBox(tuple(float(g) for g in m.groups())))
+        boxes.append(FoundBox(tuple(float(g) for g in m.groups()), scale="per-mille"))
+    for m in _BOX_LINE.finditer(raw):  # the grounded prompt: "box: [x0, y0, x1, y1]", 0-1000, whole page
+        boxes.append(FoundBox(tuple(float(g) for g in m.groups()), scale="per-mille"))
     if answer is None:
         text = _FENCE.sub(" ", raw)
         text = re.sub(r"<\|object_ref_start\|>(.*?)<\|object_ref_end\|>", r"\1", text)
         text = _QWEN2_BOX.sub(" ", text)
-        text = re.sub(r"\{[^{}]*bbox[^{}]*\}", " ", text)
+        text = re.sub(r"\{[^{}]*bbox[^{}]*\}?", " ", text)
+        text = _BOX_LINE.sub(" ", text)
         answer = text
     return " ".join(answer.split()), boxes
 
@@ -372,7 +416,7 @@ def map_box(found: FoundBox, refs: list[ImageRef], scale: str) -> ModelBox | Non
     if ref is None:
         return None
     x0, y0, x1, y1 = found.coords
-    if scale == "pixels":
+    if (found.scale or scale) == "pixels":
         fx0, fx1 = x0 / ref.width, x1 / ref.width
         fy0, fy1 = y0 / ref.height, y1 / ref.height
     else:
