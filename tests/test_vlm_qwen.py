@@ -279,3 +279,24 @@ def test_docq_ask_writes_well_formed_records(tmp_path, docq_env, python):
         assert rec["confidence"] is None or 0 < rec["confidence"] <= 1
         assert rec["tiles_total"] > rec["tiles_kept"] == math.ceil(rec["tiles_total"] / 2)
         assert rec["model"] == str(folder)
+
+
+@pytest.mark.cuda
+def test_4bit_on_cuda_keeps_the_vision_tower_unquantised(tmp_path, pages):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (bitsandbytes 4-bit)")
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    folder = build_tiny_qwen(tmp_path / "q3", "qwen3_vl")  # text widths are multiples of 64
+    backend = load_backend(str(folder), device="cuda", quant="4bit", say=lambda line: None)
+    quantised = [n for n, m in backend.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert any(n.startswith("model.language_model.") for n in quantised)
+    assert not any(n.startswith("model.visual") or n == "lm_head" for n in quantised)
+    views, total = views_for(backend, pages[:1], 0.5)
+    spy = EncoderSpy(backend.model)
+    try:
+        gen = backend.answer(QUESTION, views, PROMPT, max_new_tokens=3)
+    finally:
+        spy.close()
+    assert spy.images == math.ceil(total / 2) + 1 == gen.images_encoded
