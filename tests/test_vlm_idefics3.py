@@ -15,6 +15,7 @@ from _tiny_models import build_idefics3
 from conftest import write_invoice_pdf
 from docvqa_cli import documents, pipeline, prompts
 from docvqa_cli.vlm import idefics3
+from docvqa_cli.vlm.base import token_confidence
 from docvqa_cli.vlm.load import load_backend
 
 
@@ -132,9 +133,9 @@ def test_two_pages_show_one_overview_per_page_with_kept_tiles(backend, tmp_path)
 
 def test_confidence_is_the_geometric_mean_of_token_probabilities():
     logits = [torch.log(torch.tensor([0.5, 0.25, 0.25])), torch.log(torch.tensor([0.1, 0.8, 0.1]))]
-    got = idefics3.token_confidence(logits, [0, 1])
+    got = token_confidence(logits, [0, 1])
     assert got == pytest.approx(math.sqrt(0.5 * 0.8))
-    assert idefics3.token_confidence([], []) is None
+    assert token_confidence([], []) is None
 
 
 def test_model_confidence_is_a_probability(backend, one_page):

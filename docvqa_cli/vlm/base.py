@@ -8,6 +8,7 @@ the three in order. Families subclass ``Backend`` and register in ``vlm/load.py`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -74,3 +75,13 @@ class Backend:
         inputs = self.preprocess(question, views, prompt)
         outputs = self.forward(inputs, max_new_tokens)
         return self.postprocess(outputs, inputs)
+
+
+def token_confidence(logits: list, tokens: list[int]) -> float | None:
+    """Geometric mean of the chosen tokens' probabilities (greedy decoding); None if none."""
+    if not tokens:
+        return None
+    import torch
+
+    logp = [torch.log_softmax(step.float(), dim=-1)[tok].item() for step, tok in zip(logits, tokens)]
+    return float(math.exp(sum(logp) / len(logp)))

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView
+from docvqa_cli.vlm.base import Backend, Generation, PageView, token_confidence
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -158,13 +158,3 @@ class Idefics3Backend(Backend):
             image_tokens=inputs["image_tokens"],
             images_encoded=inputs["images_encoded"],
         )
-
-
-def token_confidence(logits: list, tokens: list[int]) -> float | None:
-    """Geometric mean of the chosen tokens' probabilities (greedy decoding); None if none."""
-    if not tokens:
-        return None
-    import torch
-
-    logp = [torch.log_softmax(step, dim=-1)[tok].item() for step, tok in zip(logits, tokens)]
-    return float(math.exp(sum(logp) / len(logp)))

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView
+from docvqa_cli import prompts
+from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, token_confidence
 from docvqa_cli.vlm.load import register
 
 IMAGE_PAD = "<|image_pad|>"
@@ -181,7 +182,7 @@ class QwenBackend(Backend):
     def preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         import torch
 
-        text = prompt.replace("{question}", question.strip()).strip()  # as prompts.render
+        text = prompts.render(prompt, question)
         tile_budget = int(TILE_AREA_SLACK * self.tile_px**2)
         overview_budget = self.tile_px**2
         items, pixels, grids, refs = [], [], [], []
@@ -259,7 +260,7 @@ class QwenBackend(Backend):
             if tok in self.eos_ids:
                 break
             kept.append(i)
-        confidence = greedy_confidence([logits[i] for i in kept], [ids[i] for i in kept])
+        confidence = token_confidence([logits[i] for i in kept], [ids[i] for i in kept])
         raw = self.processor.tokenizer.decode([ids[i] for i in kept], skip_special_tokens=True)
         text, found = split_answer(raw)
         refs = inputs["images"]
@@ -271,16 +272,6 @@ class QwenBackend(Backend):
             images_encoded=len(refs),
             boxes=boxes,
         )
-
-
-def greedy_confidence(logits: list, ids: list[int]) -> float | None:
-    """Geometric mean of the chosen tokens' probabilities (None when nothing was generated)."""
-    import torch
-
-    if not ids:
-        return None
-    logp = [torch.log_softmax(step, dim=-1)[tok].item() for step, tok in zip(logits, ids)]
-    return float(math.exp(sum(logp) / len(logp)))
 
 
 # -- boxes the model emits -------------------------------------------------------------------
