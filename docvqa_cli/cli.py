@@ -125,3 +125,50 @@ def doctor():
 
 
 # ask / explain / ground / batch commands are added below by their issues.
+
+
+# --- ask (issue 4) ---------------------------------------------------------------------------
+
+@main.command()
+@click.argument("doc")
+@click.argument("questions", nargs=-1, required=True)
+@click.option("--model", default=None,
+              help="Hub id or local folder (default: Qwen/Qwen3-VL-4B-Instruct on CUDA, "
+                   "HuggingFaceTB/SmolVLM-256M-Instruct on the CPU).")
+@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Fraction of each document's tiles the model sees, in (0, 1].")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
+              help="auto: 4bit NF4 on CUDA, none on the CPU.")
+@click.option("--prompt", "prompt_spec", default="default", show_default=True,
+              help="A prompt name from prompts/ (default, grounded) or a template file with {question}.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from the hub to run.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write records here, not stdout.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)
+@document_options
+@handle_errors
+def ask(doc, questions, model, keep, device, quant, prompt_spec, trust_remote_code, fmt, output, max_new_tokens,
+        pages_spec, password, dpi, ocr_engine, ocr_lang):
+    """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
+    from docvqa_cli import pipeline, prompts
+    from docvqa_cli.records import get_writer
+    from docvqa_cli.vlm.load import load_backend
+
+    template = prompts.load(prompt_spec)
+    pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)
+    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    failed = False
+    try:
+        writer = get_writer(fmt, stream)
+        numbered = [(str(i), q) for i, q in enumerate(questions, 1)]
+        for record in pipeline.answer_questions(pages, numbered, backend, keep=keep, prompt=template,
+                                                max_new_tokens=max_new_tokens, doc=doc):
+            writer.write(record)
+            failed = failed or record.error is not None
+        writer.close()
+    finally:
+        if output:
+            stream.close()
+    return ExitCode.partial if failed else ExitCode.ok
