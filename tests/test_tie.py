@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,10 +225,8 @@ def test_visual_scorer_uses_attention_mass_with_trained_adapters(model):
     tie = Tie.create(model, "tiny", tokenizer=tok)
     try:
         scorer = VisualScorer(model, Processor(tok), tie=tie)
-        assert not scorer.uses_attention  # gates at 0: the training-free score
-        with torch.no_grad():
-            for b in tie.adapters.blocks.values():
-                b.gate.fill_(0.2)
+        assert not scorer.uses_attention  # untrained: the training-free score
+        tie.config.trained_steps = 1
         assert scorer.uses_attention
         page = word_page()
         tiles = split(page, tile_px=96, max_tiles=9, overlap=0.0)
@@ -239,3 +238,121 @@ def test_visual_scorer_uses_attention_mass_with_trained_adapters(model):
         assert sum(v / (1 - v) * a for v, a in zip(s, areas)) == pytest.approx(1.0, abs=1e-4)
     finally:
         tie.detach()
+
+
+# ---- training (docq tune), loading with --tie, answering ---------------------------------------
+
+from conftest import INVOICE_LINES, write_invoice_pdf  # noqa: E402
+
+INVOICES = [("INV-20417", "1,157.40"), ("INV-30988", "842.10"), ("INV-41230", "77.25"), ("INV-55001", "310.00")]
+
+
+def invoice_set(folder):
+    """Four made-up invoices and their questions; answers are single printed words."""
+    records = []
+    for n, (number, total) in enumerate(INVOICES):
+        lines = [l for l in INVOICE_LINES if not l[1].startswith(("Invoice No", "Total due"))]
+        lines += [((400, 100), f"Invoice No: {number}", 10), ((300, 700), f"Total due: EUR {total}", 12)]
+        pdf = write_invoice_pdf(folder / f"inv{n}.pdf", lines)
+        records.append({"doc": pdf.name, "question": "What is the invoice number?", "answer": number})
+        records.append({"doc": pdf.name, "question": "What is the total due?", "answer": total, "page": 1})
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from _tiny_models import build_idefics3
+
+    return build_idefics3(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def options(**kw):
+    from docvqa_cli.tune import TuneOptions
+
+    base = dict(lr=1e-2, dpi=40, ocr=None, heldout=0.25, checkpoint_every=3, gradient_checkpointing=True)
+    base.update(kw)
+    return TuneOptions(**base)
+
+
+def test_read_examples_errors(tmp_path):
+    from docvqa_cli.tune import read_examples, split_heldout
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"doc": "a.pdf", "question": "q?", "answer": "x"}\n{"doc": "a.pdf", "question": "q"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2.*answer"):
+        read_examples(bad)
+    data = invoice_set(tmp_path)
+    ex = read_examples(data)
+    assert len(ex) == 8 and all(Path(e.doc).is_file() for e in ex)  # relative to the file's folder
+    train, held = split_heldout(ex, 0.25)
+    assert len(held) == 2 and len(train) == 6
+    assert split_heldout(ex, 0.25) == (train, held)  # deterministic
+
+
+def test_training_steps_lower_the_loss(tiny_folder, tmp_path):
+    from docvqa_cli.tune import Trainer, read_examples
+    from docvqa_cli.vlm.load import load_backend
+
+    backend = load_backend(str(tiny_folder), device="cpu", quant="none")
+    examples = read_examples(invoice_set(tmp_path))[:4]
+    tie = Tie.create(backend.model, backend.name, tokenizer=backend.tokenizer, every=1)
+    try:
+        trainer = Trainer(backend, tie, options(heldout=0.0, steps=12, checkpoint_every=0), say=lambda s: None)
+        prepared = [trainer.prepare(e) for e in examples]
+        assert all(p.positives for p in prepared)  # grounding found every answer's tile
+
+        def mean_losses():
+            with torch.no_grad():
+                vals = [trainer.loss(p) for p in prepared]
+            return sum(v[1] for v in vals) / 4, sum(v[2] for v in vals) / 4
+
+        lm0, rel0 = mean_losses()
+        metrics = trainer.train(examples, tmp_path / "out", progress=False)
+        lm1, rel1 = mean_losses()
+        assert metrics["steps"] == 12
+        assert rel1 < rel0 and lm1 < lm0, (lm0, lm1, rel0, rel1)
+        assert any(float(b.gate.detach().abs()) > 0 for b in tie.adapters.blocks.values())
+    finally:
+        tie.detach()
+
+
+def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, python):
+    import subprocess
+
+    from docvqa_cli import documents, pipeline
+    from docvqa_cli.tune import tune, use_tie, visual_scorer
+    from docvqa_cli.vlm.load import load_backend
+
+    data = invoice_set(tmp_path)
+    out = tmp_path / "adapters"
+    cmd = [python, "-m", "docvqa_cli", "tune", str(data), "--model", str(tiny_folder), "--out", str(out),
+           "--steps", "4", "--checkpoint-every", "2", "--dpi", "40", "--lr", "0.01", "--device", "cpu"]
+    run = subprocess.run(cmd, env=docq_env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)  # stdout: one JSON report; progress went to stderr
+    assert report["steps"] == 4 and report["heldout_examples"] == 1
+    assert report["heldout_after"]["examples"] == 1 and report["heldout_after"]["lm_loss"] is not None
+    assert (out / "tie_config.json").is_file() and (out / "adapters.safetensors").is_file()
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+
+    # resume goes on from the checkpoint (step 2) to the new total
+    backend = load_backend(str(tiny_folder), device="cpu", quant="none")
+    lines = []
+    m = tune(data, backend, out, options(steps=5, checkpoint_every=2), progress=False, say=lines.append)
+    assert any("resuming" in l and "step 2" in l for l in lines) and m["steps"] == 5
+
+    # load the trained adapters on a fresh backend and answer through the pipeline
+    backend = use_tie(load_backend(str(tiny_folder), device="cpu", quant="none"), out)
+    assert backend.tie.config.trained_steps == 5 and backend.name.endswith("+tie")
+    pages = documents.load(str(tmp_path / "inv0.pdf"), dpi=40, ocr=None)
+    (record,) = list(pipeline.answer_questions(pages, [("1", "What is the total due?")], backend, max_new_tokens=4))
+    assert record.error is None and record.model.endswith("+tie") and isinstance(record.answer, str)
+    scorer = visual_scorer(backend)
+    assert scorer.uses_attention
+    from docvqa_cli import tiles as tiles_mod
+
+    ts = tiles_mod.split(pages[0], tile_px=backend.tile_px, max_tiles=backend.max_tiles)
+    s = scorer("What is the total due?", ts)
+    assert len(s) == len(ts) and all(0 <= v <= 1 for v in s)

@@ -440,7 +440,7 @@ class VisualScorer:
     mean of the question's token embeddings and the mean of the overview's image tokens (after
     the connector, in the LM embedding space) whose cells lie in the tile's region. The overview
     tokens do not depend on the question, so they are cached per page.
-    With trained adapters: the adapters' attention mass in the tile's region relative to its
+    With trained adapters (``trained_steps`` > 0 in their config): the adapters' attention mass in the tile's region relative to its
     area, m, mapped to m / (1 + m) (0.5 = as much attention as a uniform spread would give).
     """
 
@@ -458,7 +458,7 @@ class VisualScorer:
 
     @property
     def uses_attention(self) -> bool:
-        return self.tie is not None and any(float(b.gate.detach().abs()) > 0 for b in self.tie.adapters.blocks.values())
+        return self.tie is not None and self.tie.config.trained_steps > 0
 
     def __call__(self, question: str, tiles) -> list[float]:
         scores: dict[int, float] = {}
