@@ -148,7 +148,7 @@ class Trainer:
         for p in tie.parameters():
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW([p for p in tie.parameters()], lr=options.lr, weight_decay=0.0)
-        self.scorer = VisualScorer(self.model, backend.processor, tie=tie)
+        self.scorer = VisualScorer(self.model, backend.processor, tie=tie) if tie.spec.encode_overview else None
 
     # -- preparing one example (pages cached per document) --------------------------------
     def pages(self, ex: Example) -> list:
@@ -227,9 +227,9 @@ class Trainer:
         return out.loss.float()
 
     def relevance_loss(self, prep: Prepared) -> torch.Tensor | None:
-        if not prep.positives:
-            return None
         spec = self.tie.spec
+        if not prep.positives or spec.encode_overview is None:  # no box found / family not mapped yet
+            return None
         with self.tie.condition(prep.example.question, record=True) as cond:
             _, grid = spec.encode_overview(self.model, self.backend.processor, tiles.overview(prep.positive_page), False)
         mass = patch_mass(cond.records, cond.mask)
@@ -258,16 +258,17 @@ class Trainer:
                 if r is not None:
                     rel.append(float(r))
                     grounded += 1
-                    s = self.scorer(ex.question, prep.page_tiles)
-                    hits += int(max(range(len(s)), key=lambda i: s[i]) in prep.positives)
+                    if self.scorer is not None:
+                        s = self.scorer(ex.question, prep.page_tiles)
+                        hits += int(max(range(len(s)), key=lambda i: s[i]) in prep.positives)
         self.model.train(was)
         return {
             "examples": len(examples),
             "lm_loss": round(sum(lm) / len(lm), 4),
             "relevance_loss": round(sum(rel) / len(rel), 4) if rel else None,
             "grounded": grounded,
-            "visual_top1": round(hits / grounded, 4) if grounded else None,
-            "visual_scorer": "attention" if self.scorer.uses_attention else "cosine",
+            "visual_top1": round(hits / grounded, 4) if grounded and self.scorer else None,
+            "visual_scorer": None if self.scorer is None else ("attention" if self.scorer.uses_attention else "cosine"),
         }
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -323,7 +324,7 @@ class Trainer:
             enable = getattr(self.model, "activation_checkpointing_enable", None) or getattr(
                 self.model, "gradient_checkpointing_enable", None)
             if enable is not None:
-                enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable({"use_reentrant": False})
             self.tie.checkpointing = True
         self.model.train()
         from tqdm import tqdm
