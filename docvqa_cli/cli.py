@@ -198,4 +198,45 @@ def ground(doc, text, pages_spec, password, dpi, ocr_engine, ocr_lang, limit):
     if not matches:
         click.echo(f"docq: {text!r} not found in {doc}", err=True)
         return ExitCode.partial
+# --- tune (issue 7) ----------------------------------------------------------------------------
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--model", default=None, help="Hub id or local folder of the base model (kept frozen).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the adapters (tie_config.json, adapters.safetensors), checkpoints and metrics.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Optimizer steps (default: --epochs passes).")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True,
+              help="An adapter after every N-th vision encoder layer (1: all layers).")
+@click.option("--relevance-weight", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="Weight of the tile-relevance loss (0: language-model loss only).")
+@click.option("--heldout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the records held out and reported at the end.")
+@click.option("--checkpoint-every", type=click.IntRange(0), default=50, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Go on from OUT/checkpoint if present.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from the hub to run.")
+@click.option("--dpi", type=click.IntRange(36, 1200), default=150, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@handle_errors
+def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldout, checkpoint_every, resume, seed,
+         keep, device, quant, trust_remote_code, dpi, no_progress):
+    """Train TIE adapters on DATA.jsonl records {doc, question, answer, page?}; prints a JSON report."""
+    import json
+
+    from docvqa_cli import tune as tune_mod
+    from docvqa_cli.vlm.load import load_backend
+
+    options = tune_mod.TuneOptions(steps=steps, epochs=epochs, lr=lr, every=every, relevance_weight=relevance_weight,
+                                   heldout=heldout, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+                                   keep=keep, dpi=dpi)
+    tune_mod.read_examples(data)  # bad data fails before the model loads
+    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    report = tune_mod.tune(data, backend, out_dir, options, progress=not no_progress)
+    click.echo(json.dumps(report))
     return ExitCode.ok

@@ -1,0 +1,515 @@
+"""TIE: a text-conditioned vision encoder, built as adapters around a backbone's encoder.
+
+After each chosen encoder layer, the patch tokens cross-attend to the question's token
+embeddings (rows of the language model's own input embedding table, projected to the
+vision width by a small learned projection); the result is added scaled by ``tanh(gate)``
+with every gate starting at 0, so untrained adapters leave the encoder exactly as it was.
+
+The base model is never modified: adapters live in their own ``nn.Module`` and attach with
+forward hooks on the encoder's layers. The question reaches the layers through a context
+(``Tie.condition(question)``) that the hooks read on every call; outside it they do nothing.
+
+Also here: ``VisualScorer``, the visual relevance hook for ``relevance.score``. Without
+adapters it is training-free (the overview's image tokens after the connector, pooled per
+tile region, against the mean question embedding); with adapters it uses the adapters'
+cross-attention mass per tile region.
+
+Layout of a saved adapter folder: ``tie_config.json`` (base model, family, layer plan,
+sizes) and ``adapters.safetensors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from docvqa_cli.errors import InputError, UsageError
+
+CONFIG_NAME = "tie_config.json"
+WEIGHTS_NAME = "adapters.safetensors"
+FORMAT_VERSION = 1
+DEFAULT_EVERY = 1  # adapters after every layer (the paper's "all layers"); 2 halves their cost
+DEFAULT_INNER = 256  # cross-attention width (bottleneck); small next to the encoder's own layers
+DEFAULT_HEADS = 4
+
+
+# ---------------------------------------------------------------------------------------
+# Per-family spec: where the vision encoder's layers live and how to encode one overview.
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _first(model: Any, paths: tuple[str, ...]) -> Any:
+    for p in paths:
+        try:
+            return _get(model, p)
+        except AttributeError:
+            continue
+    raise UsageError(f"TIE: cannot find the vision encoder of {type(model).__name__} (tried {', '.join(paths)})")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    family: str
+    model_types: tuple[str, ...]
+    layer_paths: tuple[str, ...]  # dotted paths to the encoder's nn.ModuleList of layers
+    vision_paths: tuple[str, ...]  # dotted paths to the vision tower (for encode_overview)
+    packed: bool = False  # hidden states (seq, D) of all images packed (Qwen) vs (images, P, D)
+    # encode_overview(model, processor, image, project) -> (tokens (g_h*g_w, D), (g_h, g_w));
+    # project=True: after the connector (LM space); False: the encoder's last layer (patch grid).
+    encode_overview: Callable | None = None
+
+    def layers(self, model) -> nn.ModuleList:
+        return _first(model, self.layer_paths)
+
+    def vision(self, model) -> nn.Module:
+        return _first(model, self.vision_paths)
+
+
+def _square_pixels(processor, image, size: int, dtype, device) -> torch.Tensor:
+    """The image resized to size x size and normalised like the processor does: (1, 3, S, S)."""
+    from PIL import Image
+
+    ip = getattr(processor, "image_processor", processor)
+    mean = torch.tensor(getattr(ip, "image_mean", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
+    std = torch.tensor(getattr(ip, "image_std", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
+    img = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3)
+    x = x.permute(2, 0, 1).float() / 255.0
+    x = (x - mean) / std
+    return x.unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def _idefics3_encode(model, processor, image, project: bool = True):
+    vcfg = model.config.vision_config
+    size, patch = vcfg.image_size, vcfg.patch_size
+    vision = IDEFICS3.vision(model)
+    dtype = next(vision.parameters()).dtype
+    pixels = _square_pixels(processor, image, size, dtype, next(vision.parameters()).device)
+    hidden = vision(pixel_values=pixels).last_hidden_state  # (1, P, Dv), P = (size/patch)^2
+    g = size // patch
+    if not project:
+        return hidden[0], (g, g)
+    connector = _first(model, ("model.connector", "connector"))
+    tokens = connector(hidden)[0]
+    s = model.config.scale_factor
+    return tokens, (g // s, g // s)
+
+
+IDEFICS3 = FamilySpec(
+    family="idefics3",
+    model_types=("idefics3", "smolvlm"),
+    layer_paths=("model.vision_model.encoder.layers", "vision_model.encoder.layers"),
+    vision_paths=("model.vision_model", "vision_model"),
+    encode_overview=_idefics3_encode,
+)
+QWEN = FamilySpec(
+    family="qwen",
+    model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
+    layer_paths=("model.visual.blocks", "visual.blocks"),
+    vision_paths=("model.visual", "visual"),
+    packed=True,
+    encode_overview=None,  # the patch order inside Qwen's packed sequence is not mapped yet
+)
+SPECS = (IDEFICS3, QWEN)
+
+
+def spec_for(model) -> FamilySpec:
+    mt = getattr(model.config, "model_type", "")
+    for s in SPECS:
+        if mt in s.model_types:
+            return s
+    known = ", ".join(t for s in SPECS for t in s.model_types)
+    raise UsageError(f"TIE does not support model type {mt!r} (known: {known})")
+
+
+# ---------------------------------------------------------------------------------------
+# The adapters.
+
+
+@dataclass
+class TieConfig:
+    base_model: str
+    family: str
+    model_type: str
+    layers: list[int]  # encoder layer indices followed by an adapter
+    every: int
+    num_layers: int
+    width: int  # the vision encoder's hidden size
+    text_dim: int  # the language model's embedding size
+    inner: int = DEFAULT_INNER
+    heads: int = DEFAULT_HEADS
+    version: int = FORMAT_VERSION
+    trained_steps: int = 0
+    notes: dict = field(default_factory=dict)
+
+
+def layer_plan(num_layers: int, every: int) -> list[int]:
+    """Indices of the layers followed by an adapter: every ``every``-th, always the last."""
+    if every < 1:
+        raise UsageError("--tie-every must be 1 or more")
+    plan = list(range(every - 1, num_layers, every))
+    if num_layers and (not plan or plan[-1] != num_layers - 1):
+        plan.append(num_layers - 1)
+    return plan
+
+
+class CrossAttention(nn.Module):
+    """Patches (queries) attend to question tokens (keys/values); output scaled by tanh(gate)."""
+
+    def __init__(self, width: int, inner: int, heads: int):
+        super().__init__()
+        if inner % heads:
+            raise ValueError("inner must be a multiple of heads")
+        self.heads, self.head_dim = heads, inner // heads
+        self.norm = nn.LayerNorm(width)
+        self.q = nn.Linear(width, inner)
+        self.k = nn.Linear(width, inner)
+        self.v = nn.Linear(width, inner)
+        self.o = nn.Linear(inner, width)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def logits(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, heads, P, T) attention logits, padded question tokens at -inf."""
+        n, p, _ = x.shape
+        q = self.q(self.norm(x)).view(n, p, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(text).view(text.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
+        att = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        return att.masked_fill(~mask[:, None, None, :], float("-inf"))
+
+    def forward(self, x, text, mask):
+        att = self.logits(x, text, mask)
+        v = self.v(text).view(text.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
+        out = (att.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return torch.tanh(self.gate) * self.o(out), att
+
+
+class TieAdapters(nn.Module):
+    def __init__(self, config: TieConfig):
+        super().__init__()
+        self.config = config
+        self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, config.width))
+        self.blocks = nn.ModuleDict(
+            {str(i): CrossAttention(config.width, config.inner, config.heads) for i in config.layers}
+        )
+
+
+@dataclass
+class _Condition:
+    embeds: torch.Tensor  # (B, T, text_dim), frozen rows of the LM embedding table
+    mask: torch.Tensor  # (B, T) bool
+    groups: torch.Tensor | None = None  # (images,) image -> question row, when B > 1
+    record: bool = False  # keep each adapter's attention logits (for scoring / the relevance loss)
+    records: list = field(default_factory=list)
+
+
+class Tie:
+    """Adapters attached to one loaded model. ``with tie.condition(question): model(...)``."""
+
+    def __init__(self, model, adapters: TieAdapters, spec: FamilySpec, tokenizer=None):
+        self.model = model
+        self.adapters = adapters
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.config = adapters.config
+        self.checkpointing = False
+        self._cond: _Condition | None = None
+        layers = spec.layers(model)
+        if len(layers) != self.config.num_layers:
+            raise UsageError(
+                f"TIE adapters were made for {self.config.num_layers} encoder layers, "
+                f"this model has {len(layers)} (base model {self.config.base_model!r})"
+            )
+        self._handles = [layers[i].register_forward_hook(self._hook(str(i))) for i in self.config.layers]
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def create(cls, model, base_model: str, tokenizer=None, every: int = DEFAULT_EVERY,
+               inner: int = DEFAULT_INNER, heads: int = DEFAULT_HEADS, seed: int = 0) -> "Tie":
+        spec = spec_for(model)
+        n = len(spec.layers(model))
+        width = model.config.vision_config.hidden_size
+        text_dim = model.get_input_embeddings().weight.shape[1]
+        inner = min(inner, width - width % heads) if width >= heads else heads
+        cfg = TieConfig(base_model=base_model, family=spec.family, model_type=model.config.model_type,
+                        layers=layer_plan(n, every), every=every, num_layers=n, width=width,
+                        text_dim=text_dim, inner=inner, heads=heads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            adapters = TieAdapters(cfg)
+        return cls(model, cls._place(adapters, model), spec, tokenizer)
+
+    @staticmethod
+    def _place(adapters: TieAdapters, model) -> TieAdapters:
+        """bf16 on CUDA, fp32 on CPU, on the vision tower's device."""
+        device = model.get_input_embeddings().weight.device
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return adapters.to(device=device, dtype=dtype)
+
+    @classmethod
+    def load(cls, folder, model, tokenizer=None, base_model: str | None = None) -> "Tie":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise InputError(str(folder), f"not a TIE adapter folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            raw = json.loads(cfg_path.read_text())
+            cfg = TieConfig(**raw)
+        except (ValueError, TypeError) as exc:
+            raise InputError(str(cfg_path), f"bad TIE config: {exc}") from None
+        if cfg.version > FORMAT_VERSION:
+            raise InputError(str(cfg_path), f"TIE format {cfg.version} is newer than this docq ({FORMAT_VERSION})")
+        spec = spec_for(model)
+        if cfg.family != spec.family or cfg.width != model.config.vision_config.hidden_size:
+            raise UsageError(
+                f"TIE adapters in {folder} were trained for {cfg.base_model!r} ({cfg.model_type}, width "
+                f"{cfg.width}); the loaded model is {base_model or model.config.model_type!r} "
+                f"(width {model.config.vision_config.hidden_size})"
+            )
+        adapters = TieAdapters(cfg)
+        state = load_file(str(w_path))
+        missing, unexpected = adapters.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise InputError(str(w_path), f"weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return cls(model, cls._place(adapters, model), spec, tokenizer)
+
+    def save(self, folder) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.adapters.state_dict().items()}
+        tmp = folder / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "base_model": self.config.base_model})
+        tmp.replace(folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        return folder
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def parameters(self):
+        return self.adapters.parameters()
+
+    # -- conditioning -------------------------------------------------------------------
+    def question_ids(self, question: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, T) and mask of the question(s), without special tokens."""
+        if self.tokenizer is None:
+            raise UsageError("TIE needs the model's tokenizer to condition on a question")
+        questions = [question] if isinstance(question, str) else list(question)
+        rows = [self.tokenizer(q, add_special_tokens=False)["input_ids"] or [self._fallback_id()] for q in questions]
+        t = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), t, dtype=torch.long)
+        mask = torch.zeros(len(rows), t, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = True
+        return ids, mask
+
+    def _fallback_id(self) -> int:
+        tok = self.tokenizer
+        for name in ("unk_token_id", "pad_token_id", "eos_token_id"):
+            v = getattr(tok, name, None)
+            if v is not None:
+                return int(v)
+        return 0
+
+    def question_embeddings(self, question) -> tuple[torch.Tensor, torch.Tensor]:
+        table = self.model.get_input_embeddings()
+        ids, mask = self.question_ids(question)
+        with torch.no_grad():
+            emb = table(ids.to(table.weight.device))
+        return emb.detach(), mask.to(emb.device)
+
+    @contextlib.contextmanager
+    def condition(self, question, groups: torch.Tensor | None = None, record: bool = False):
+        """Within this block the adapters see ``question`` (a string, or one per image group)."""
+        emb, mask = self.question_embeddings(question)
+        cond = _Condition(emb, mask, groups, record)
+        prev, self._cond = self._cond, cond
+        try:
+            yield cond
+        finally:
+            self._cond = prev
+
+    # -- the hook -------------------------------------------------------------------------
+    def _hook(self, key: str):
+        def hook(module, args, output):
+            cond = self._cond
+            if cond is None:
+                return output
+            hidden = output[0] if isinstance(output, tuple) else output
+            new = self._apply(key, hidden)
+            if isinstance(output, tuple):
+                return (new,) + tuple(output[1:])
+            return new
+
+        return hook
+
+    def _apply(self, key: str, hidden: torch.Tensor) -> torch.Tensor:
+        cond = self._cond
+        block = self.adapters.blocks[key]
+        dtype = next(block.parameters()).dtype
+        x = hidden.unsqueeze(0) if self.spec.packed or hidden.dim() == 2 else hidden
+        text = cond.embeds.to(dtype)
+        mask = cond.mask
+        if text.shape[0] != 1 or cond.groups is not None:
+            groups = cond.groups if cond.groups is not None else torch.arange(x.shape[0], device=text.device)
+            text, mask = text[groups], mask[groups]
+
+        def run(x_, text_):
+            return block(x_.to(dtype), self.adapters.text_proj(text_), mask)
+
+        if self.checkpointing and torch.is_grad_enabled():
+            delta, att = checkpoint(run, x, text, use_reentrant=False)
+        else:
+            delta, att = run(x, text)
+        if cond.record:
+            cond.records.append(att)
+        out = x + delta.to(x.dtype)
+        return out.squeeze(0) if x is not hidden else out
+
+
+# ---------------------------------------------------------------------------------------
+# Tile regions on a token grid, and the visual relevance scorer.
+
+
+def region_cells(box, page_w: float, page_h: float, grid: tuple[int, int]) -> list[int]:
+    """Flat indices of the grid cells (covering the whole page) whose centre lies in ``box``."""
+    gh, gw = grid
+    x0, y0, x1, y1 = box
+    cells = []
+    for r in range(gh):
+        cy = (r + 0.5) / gh * page_h
+        if not (y0 <= cy < y1):
+            continue
+        for c in range(gw):
+            cx = (c + 0.5) / gw * page_w
+            if x0 <= cx < x1:
+                cells.append(r * gw + c)
+    if not cells:  # a box smaller than a cell: the cell under its centre
+        r = min(gh - 1, max(0, int((y0 + y1) / 2 / page_h * gh)))
+        c = min(gw - 1, max(0, int((x0 + x1) / 2 / page_w * gw)))
+        cells.append(r * gw + c)
+    return cells
+
+
+def patch_mass(records: list[torch.Tensor], mask: torch.Tensor, image: int = 0) -> torch.Tensor:
+    """Attention mass per patch of one image: for each (layer, head, question token) a softmax
+    over the patches, averaged over layers, heads and real question tokens. Sums to 1."""
+    masses = []
+    for att in records:
+        a = att[image].float()  # (heads, P, T)
+        a = a.masked_fill(~mask[0][None, None, :], float("-inf")) if mask is not None else a
+        p = a.softmax(dim=1)  # over patches
+        p = torch.nan_to_num(p, nan=0.0)
+        w = mask[0].float() if mask is not None else torch.ones(a.shape[-1], device=a.device)
+        masses.append((p * w).sum(-1).mean(0) / w.sum().clamp(min=1))
+    return torch.stack(masses).mean(0)
+
+
+def tile_masses(mass: torch.Tensor, tiles, grid) -> torch.Tensor:
+    """Mass in each tile's region (differentiable), one value per tile."""
+    out = []
+    for t in tiles:
+        cells = region_cells(t.box, t.page.width, t.page.height, grid)
+        out.append(mass[torch.tensor(cells, device=mass.device)].sum())
+    return torch.stack(out)
+
+
+class VisualScorer:
+    """``visual(question, tiles) -> list[float]`` in [0, 1], the hook of ``relevance.score``.
+
+    Without adapters (or ``tie`` with all gates at 0): the cosine, mapped to [0, 1], between the
+    mean of the question's token embeddings and the mean of the overview's image tokens (after
+    the connector, in the LM embedding space) whose cells lie in the tile's region. The overview
+    tokens do not depend on the question, so they are cached per page.
+    With trained adapters (``trained_steps`` > 0 in their config): the adapters' attention mass in the tile's region relative to its
+    area, m, mapped to m / (1 + m) (0.5 = as much attention as a uniform spread would give).
+    """
+
+    name = "visual"
+
+    def __init__(self, model, processor, tie: Tie | None = None, overview_px: int | None = None):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tie = tie
+        self.spec = spec_for(model)
+        if self.spec.encode_overview is None:
+            raise UsageError(f"the visual relevance scorer does not support the {self.spec.family} family yet")
+        self._cache: dict[int, tuple[torch.Tensor, tuple[int, int], Any]] = {}
+
+    @property
+    def uses_attention(self) -> bool:
+        return self.tie is not None and self.tie.config.trained_steps > 0
+
+    def __call__(self, question: str, tiles) -> list[float]:
+        scores: dict[int, float] = {}
+        by_page: dict[int, list] = {}
+        for i, t in enumerate(tiles):
+            by_page.setdefault(id(t.page), []).append(i)
+        with torch.no_grad():
+            for idx in by_page.values():
+                page_tiles = [tiles[i] for i in idx]
+                vals = self._attention(question, page_tiles) if self.uses_attention else self._cosine(question, page_tiles)
+                scores.update(zip(idx, vals))
+        return [scores[i] for i in range(len(tiles))]
+
+    def _overview(self, page):
+        from docvqa_cli.tiles import overview
+
+        return overview(page)
+
+    def _cosine(self, question, tiles) -> list[float]:
+        page = tiles[0].page
+        hit = self._cache.get(id(page))
+        if hit is None or hit[2] is not page:
+            tokens, grid = self.spec.encode_overview(self.model, self.processor, self._overview(page), True)
+            hit = (tokens.float(), grid, page)
+            self._cache[id(page)] = hit
+        tokens, grid, _ = hit
+        q = self._question_vector(question).to(tokens.device)
+        out = []
+        for t in tiles:
+            cells = region_cells(t.box, page.width, page.height, grid)
+            v = tokens[cells].mean(0)
+            cos = torch.nn.functional.cosine_similarity(v, q, dim=0).item()
+            out.append(min(1.0, max(0.0, (cos + 1.0) / 2.0)))
+        return out
+
+    def _question_vector(self, question: str) -> torch.Tensor:
+        table = self.model.get_input_embeddings()
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        if not ids:
+            return torch.zeros(table.weight.shape[1])
+        return table(torch.tensor(ids, device=table.weight.device)).float().mean(0)
+
+    def _attention(self, question, tiles) -> list[float]:
+        page = tiles[0].page
+        with self.tie.condition(question, record=True) as cond:
+            _, grid = self.spec.encode_overview(self.model, self.processor, self._overview(page), False)
+        mass = patch_mass(cond.records, cond.mask)
+        n = mass.numel()
+        out = []
+        for t in tiles:
+            cells = region_cells(t.box, page.width, page.height, grid)
+            m = float(mass[cells].sum()) / (len(cells) / n)
+            out.append(m / (1.0 + m))
+        return out
