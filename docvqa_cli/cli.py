@@ -79,13 +79,12 @@ def document_options(fn):
     return fn
 
 
-def load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang):
-    """Read DOC (a path, or - for stdin bytes) into pages."""
+def load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=None):
+    """Read DOC (a path, or - for stdin bytes, or ``data`` already read) into pages."""
     from docvqa_cli import documents
 
-    data = None
     if doc == "-":
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
     return documents.load(
         doc,
@@ -127,50 +126,105 @@ def doctor():
 # ask / explain / ground / batch commands are added below by their issues.
 
 
+# --- options and helpers of the commands that run a model ------------------------------------
+
+def model_options(fn):
+    """--model, --device, --quant, --trust-remote-code, --tie: which model, where, how loaded."""
+    fn = click.option("--tie", "tie_dir", type=click.Path(file_okay=False), default=None,
+                      help="A folder of trained TIE adapters (docq tune) to condition the vision encoder.")(fn)
+    fn = click.option("--trust-remote-code", is_flag=True,
+                      help="Allow the model's own code from the hub to run (off: documents and models are untrusted).")(fn)
+    fn = click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto",
+                      show_default=True, help="auto: 4bit NF4 on CUDA, none on the CPU.")(fn)
+    fn = click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)(fn)
+    fn = click.option("--model", default=None,
+                      help="Hub id or local folder (default: Qwen/Qwen3-VL-4B-Instruct on CUDA, "
+                           "HuggingFaceTB/SmolVLM-256M-Instruct on the CPU).")(fn)
+    return fn
+
+
+def answer_options(fn):
+    """--keep, --prompt, --max-new-tokens, --visual: how each question is answered."""
+    fn = click.option("--visual/--no-visual", "use_visual", default=None,
+                      help="Add the model's visual relevance score to tile selection "
+                           "(default: on with --tie, off otherwise).")(fn)
+    fn = click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)(fn)
+    fn = click.option("--prompt", "prompt_spec", default="default", show_default=True,
+                      help="A prompt name from prompts/ (default, grounded) or a template file with {question}.")(fn)
+    fn = click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+                      help="Fraction of each document's tiles the model sees, in (0, 1].")(fn)
+    return fn
+
+
+def output_options(fn):
+    """--format, -o, --csv-raw: where and how records are written."""
+    fn = click.option("--csv-raw", is_flag=True,
+                      help="CSV: write cells as they are, without the spreadsheet formula guard.")(fn)
+    fn = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+                      help="Write records here, not stdout.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default="jsonl",
+                      show_default=True)(fn)
+    return fn
+
+
+def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual):
+    """Load the model once (with TIE adapters if given); return (backend, visual scorer or None)."""
+    from docvqa_cli.vlm.load import load_backend
+
+    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    if tie_dir:
+        from docvqa_cli import tune as tune_mod
+
+        backend = tune_mod.use_tie(backend, tie_dir)
+    visual = None
+    if use_visual if use_visual is not None else bool(tie_dir):
+        from docvqa_cli import tune as tune_mod
+
+        visual = tune_mod.visual_scorer(backend)
+    return backend, visual
+
+
 # --- ask (issue 4) ---------------------------------------------------------------------------
 
 @main.command()
 @click.argument("doc")
 @click.argument("questions", nargs=-1, required=True)
-@click.option("--model", default=None,
-              help="Hub id or local folder (default: Qwen/Qwen3-VL-4B-Instruct on CUDA, "
-                   "HuggingFaceTB/SmolVLM-256M-Instruct on the CPU).")
-@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="Fraction of each document's tiles the model sees, in (0, 1].")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
-              help="auto: 4bit NF4 on CUDA, none on the CPU.")
-@click.option("--prompt", "prompt_spec", default="default", show_default=True,
-              help="A prompt name from prompts/ (default, grounded) or a template file with {question}.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from the hub to run.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default="jsonl", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write records here, not stdout.")
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)
+@model_options
+@answer_options
+@output_options
+@click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
 @document_options
 @handle_errors
-def ask(doc, questions, model, keep, device, quant, prompt_spec, trust_remote_code, fmt, output, max_new_tokens,
-        pages_spec, password, dpi, ocr_engine, ocr_lang):
+def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens,
+        use_visual, fmt, output, csv_raw, annotate_out, pages_spec, password, dpi, ocr_engine, ocr_lang):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
     from docvqa_cli import pipeline, prompts
     from docvqa_cli.records import get_writer
-    from docvqa_cli.vlm.load import load_backend
 
     template = prompts.load(prompt_spec)
-    pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)
-    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    data = sys.stdin.buffer.read() if doc == "-" else None
+    pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=data)
+    backend, visual = open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     failed = False
+    records = []
     try:
-        writer = get_writer(fmt, stream)
+        writer = get_writer(fmt, stream, csv_raw=csv_raw)
         numbered = [(str(i), q) for i, q in enumerate(questions, 1)]
         for record in pipeline.answer_questions(pages, numbered, backend, keep=keep, prompt=template,
-                                                max_new_tokens=max_new_tokens, doc=doc):
+                                                max_new_tokens=max_new_tokens, doc=doc, visual=visual):
             writer.write(record)
+            records.append(record)
             failed = failed or record.error is not None
         writer.close()
     finally:
         if output:
             stream.close()
+    if annotate_out:
+        from docvqa_cli import annotate
+
+        annotate.write(doc, records, annotate_out, password=password, data=data)
     return ExitCode.partial if failed else ExitCode.ok
 
 
@@ -198,6 +252,9 @@ def ground(doc, text, pages_spec, password, dpi, ocr_engine, ocr_lang, limit):
     if not matches:
         click.echo(f"docq: {text!r} not found in {doc}", err=True)
         return ExitCode.partial
+    return ExitCode.ok
+
+
 # --- tune (issue 7) ----------------------------------------------------------------------------
 
 @main.command()

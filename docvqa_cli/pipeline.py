@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles
 from docvqa_cli.documents import Page
-from docvqa_cli.records import Answer
+from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
@@ -38,15 +38,6 @@ def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object]
     return views
 
 
-def _boxes(match) -> list[dict]:
-    if match is None:
-        return []
-    return [
-        {"page": match.page, "x0": round(b[0], 2), "y0": round(b[1], 2), "x1": round(b[2], 2), "y1": round(b[3], 2)}
-        for b in match.boxes
-    ]
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -60,9 +51,11 @@ def answer_questions(
     prompt: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     doc: str | None = None,
+    visual=None,
 ) -> Iterator[Answer]:
     """One record per (question_id, question), in order. ``prompt`` is a template text
-    (``prompts.load``); ``doc`` is the path as the user gave it (default: the pages' doc)."""
+    (``prompts.load``); ``doc`` is the path as the user gave it (default: the pages' doc);
+    ``visual`` is the backend's visual relevance scorer for ``relevance.score``, if any."""
     from docvqa_cli import prompts
 
     template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
@@ -74,7 +67,7 @@ def answer_questions(
         record = Answer(doc=doc, question_id=str(qid), question=question, tiles_total=len(all_tiles),
                         model=backend.name)
         try:
-            scores = relevance.score(question, all_tiles)
+            scores = relevance.score(question, all_tiles, visual=visual)
             kept = [s.tile for s in relevance.select(scores, keep)]
             views = page_views(pages, kept, overviews, backend.tile_px)
             generation = backend.answer(question, views, template, max_new_tokens)
@@ -82,7 +75,7 @@ def answer_questions(
             record.answer = generation.text
             record.confidence = None if generation.confidence is None else round(generation.confidence, 4)
             record.page = match.page if match else (views[0].page.number if len(views) == 1 else None)
-            record.boxes = _boxes(match)
+            record.boxes = boxes_of(match)
             record.tiles_kept = len(kept)
         except KeyboardInterrupt:
             raise

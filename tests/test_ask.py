@@ -174,3 +174,35 @@ def test_packaged_prompts_match_the_repo_folder():
     assert repo == sorted(p.name for p in packaged.iterdir() if p.name.endswith(".txt"))
     for name in repo:
         assert (prompts.REPO_DIR / name).read_text() == (packaged / name).read_text(), name
+
+
+def test_ask_csv_to_file_with_an_annotated_copy(tiny_model, invoice_pdf, tmp_path, monkeypatch):
+    import csv
+
+    import pymupdf
+
+    out, pdf = tmp_path / "answers.csv", tmp_path / "annotated.pdf"
+    code, stdout, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "Date?", "--model", tiny_model,
+                                        "--device", "cpu", "--max-new-tokens", "3", "--format", "csv",
+                                        "-o", out, "--annotate", pdf)
+    assert code == ExitCode.ok, err.decode()
+    assert stdout == b""  # records went to the file
+    rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert [r["question"] for r in rows] == ["Total?", "Date?"]
+    with pymupdf.open(pdf) as doc:
+        assert doc.page_count == 1 and "Total due" in doc[0].get_text()
+
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda p: p, "no such file"),
+    (lambda p: (p.write_bytes(b""), p)[1], "empty"),
+    (lambda p: (p.write_text("just some text\n"), p)[1], "not a PDF"),
+])
+def test_bad_document_is_one_line_naming_the_file_exit_1(tmp_path, monkeypatch, make, cause):
+    bad = make(tmp_path / "bad.pdf")
+    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu")
+    assert code == ExitCode.partial
+    assert out == b""
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and cause in lines[0]
+    assert "Traceback" not in err.decode()
