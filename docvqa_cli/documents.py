@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -22,7 +23,7 @@ from docvqa_cli.errors import InputError, UsageError
 DEFAULT_DPI = 150
 # About 50 megapixels: an A4 page at 600 dpi is ~35 MP; a poster at 150 dpi is far more.
 DEFAULT_MAX_PIXELS = 50_000_000
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pnm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
 # What the words of a PDF page must amount to before we trust the text layer over OCR.
 _MIN_TEXT_LAYER_CHARS = 3
@@ -130,8 +131,12 @@ def open_document(path: str, data: bytes | None = None, password: str | None = N
     try:
         doc = pymupdf.open(stream=data, filetype=kind)
     except Exception as exc:  # PyMuPDF raises several types for broken files
-        what = "PDF" if kind == "pdf" else "image"
+        what = "PDF" if kind == "pdf" else f"{kind.upper()} image"
         raise InputError(path, f"corrupt or truncated {what} ({_short(exc)})") from None
+    if kind == "pdf" and doc.is_repaired and b"%%EOF" not in data[-2048:]:
+        # MuPDF rebuilds a cut-off PDF from what is left and would silently lose pages.
+        doc.close()
+        raise InputError(path, "truncated PDF (it ends before its end-of-file marker)")
     if doc.needs_pass:
         if not password:
             raise InputError(path, "the PDF is encrypted; give its password with --password")
@@ -157,14 +162,14 @@ def sniff(data: bytes) -> str | None:
         return "bmp"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
     return None
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return re.sub(r"^code=\d+: ", "", text[0])[:160]
 
 
 def load(
@@ -199,6 +204,8 @@ def load(
             except InputError:
                 raise
             except Exception as exc:
+                if not doc.is_pdf:
+                    raise InputError(path, f"corrupt or truncated image ({_short(exc)})") from None
                 raise InputError(path, f"page {n} cannot be rendered ({_short(exc)})") from None
         return result
     finally:
