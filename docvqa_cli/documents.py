@@ -236,7 +236,8 @@ def _load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
     zoom_x = scale * width / page.rect.width
     zoom_y = scale * height / page.rect.height
     pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom_x, zoom_y), alpha=False, colorspace=pymupdf.csRGB)
-    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    # samples_mv: a view of the pixmap, so Pillow copies the pixels once, not twice.
+    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)
     # The scale actually rendered (the pixmap's size is rounded to whole pixels).
     scale = image.width / width
 
