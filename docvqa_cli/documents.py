@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pymupdf
 from PIL import Image
@@ -189,32 +189,61 @@ def load(
     ``ocr`` names the engine for pages without a text layer (``None`` leaves them wordless).
     Raises InputError naming the file and the cause for anything unreadable.
     """
+    return list(iter_pages(path, pages=pages, dpi=dpi, password=password, ocr=ocr,
+                           ocr_lang=ocr_lang, max_pixels=max_pixels, data=data, warn=warn))
+
+
+def iter_pages(
+    path: str,
+    *,
+    pages: Iterable[int] | None = None,
+    dpi: int = DEFAULT_DPI,
+    password: str | None = None,
+    ocr: str | None = "rapidocr",
+    ocr_lang: str = "eng",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> Iterator[Page]:
+    """Like ``load``, one page at a time, for callers that need not hold every page.
+
+    The document is opened and the page range checked now (InputError at once); pages are
+    rendered as they are taken. Holding every rendered page costs memory that must be touched
+    for the first time (about 9 MB for an A4 page at 150 dpi), which is most of the difference
+    between ``load`` and this on a long document (benchmarks/RESULTS.md).
+    """
     if dpi < 36 or dpi > 1200:
         raise UsageError("--dpi must be between 36 and 1200")
     doc = open_document(path, data=data, password=password)
+    wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
+    for n in wanted:
+        if n < 1 or n > doc.page_count:
+            count = doc.page_count
+            doc.close()
+            raise InputError(path, f"page {n} is out of range (the document has {count})")
+    return _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn)
+
+
+def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn) -> Iterator[Page]:
     try:
-        wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
-        for n in wanted:
-            if n < 1 or n > doc.page_count:
-                raise InputError(path, f"page {n} is out of range (the document has {doc.page_count})")
-        result = []
+        is_pdf = doc.is_pdf
         for n in wanted:
             try:
-                result.append(_load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn))
+                page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn)
             except InputError:
                 raise
             except Exception as exc:
-                if not doc.is_pdf:
+                if not is_pdf:
                     raise InputError(path, f"corrupt or truncated image ({_short(exc)})") from None
                 raise InputError(path, f"page {n} cannot be rendered ({_short(exc)})") from None
-        return result
+            yield page
     finally:
         doc.close()
 
 
-def _load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
+def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
     page = doc[n - 1]
-    if doc.is_pdf:
+    if is_pdf:
         width, height = page.rect.width, page.rect.height
         scale = dpi / 72.0
     else:
@@ -243,7 +272,7 @@ def _load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
 
     words: list[Word] = []
     source = "none"
-    if doc.is_pdf:
+    if is_pdf:
         words = _text_layer_words(page)
         if sum(len(w.text) for w in words) >= _MIN_TEXT_LAYER_CHARS:
             source = "text"

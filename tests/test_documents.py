@@ -236,3 +236,11 @@ def test_sniff():
     assert documents.sniff(b"\xff\xd8\xff\xe0") == "jpeg"
     assert documents.sniff(b"II*\x00") == "tiff" and documents.sniff(b"MM\x00*") == "tiff"
     assert documents.sniff(b"hello") is None
+
+
+def test_iter_pages_checks_at_once_and_yields_in_order(tmp_path):
+    pdf = write_invoice_pdf(tmp_path / "three.pdf", pages=3)
+    with pytest.raises(InputError, match="page 4 is out of range"):
+        documents.iter_pages(str(pdf), pages=[1, 4])  # before any page is taken
+    it = documents.iter_pages(str(pdf), pages=[3, 1])
+    assert [p.number for p in it] == [3, 1]
