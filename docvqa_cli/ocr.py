@@ -2,8 +2,8 @@
 
 Engines: ``rapidocr`` (the default: PP-OCR models carried in the PyPI wheel, offline; read
 the total on 24 of the 24 dev receipts) and ``tesseract`` (the Debian program, for its many
-languages via ``--ocr-lang``; read 20 of 24 there, with page segmentation mode 6). Boxes come back in image pixels; the
-caller converts them to page points.
+languages via ``--ocr-lang``; read 20 of 24 there, with page segmentation mode 6). Boxes
+come back in image pixels; the caller converts them to page points.
 """
 
 from __future__ import annotations
