@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pymupdf
 from PIL import Image
@@ -22,7 +23,7 @@ from docvqa_cli.errors import InputError, UsageError
 DEFAULT_DPI = 150
 # About 50 megapixels: an A4 page at 600 dpi is ~35 MP; a poster at 150 dpi is far more.
 DEFAULT_MAX_PIXELS = 50_000_000
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pnm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
 # What the words of a PDF page must amount to before we trust the text layer over OCR.
 _MIN_TEXT_LAYER_CHARS = 3
@@ -130,8 +131,12 @@ def open_document(path: str, data: bytes | None = None, password: str | None = N
     try:
         doc = pymupdf.open(stream=data, filetype=kind)
     except Exception as exc:  # PyMuPDF raises several types for broken files
-        what = "PDF" if kind == "pdf" else "image"
+        what = "PDF" if kind == "pdf" else f"{kind.upper()} image"
         raise InputError(path, f"corrupt or truncated {what} ({_short(exc)})") from None
+    if kind == "pdf" and doc.is_repaired and b"%%EOF" not in data[-2048:]:
+        # MuPDF rebuilds a cut-off PDF from what is left and would silently lose pages.
+        doc.close()
+        raise InputError(path, "truncated PDF (it ends before its end-of-file marker)")
     if doc.needs_pass:
         if not password:
             raise InputError(path, "the PDF is encrypted; give its password with --password")
@@ -157,14 +162,14 @@ def sniff(data: bytes) -> str | None:
         return "bmp"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
     return None
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return re.sub(r"^code=\d+: ", "", text[0])[:160]
 
 
 def load(
@@ -184,30 +189,61 @@ def load(
     ``ocr`` names the engine for pages without a text layer (``None`` leaves them wordless).
     Raises InputError naming the file and the cause for anything unreadable.
     """
+    return list(iter_pages(path, pages=pages, dpi=dpi, password=password, ocr=ocr,
+                           ocr_lang=ocr_lang, max_pixels=max_pixels, data=data, warn=warn))
+
+
+def iter_pages(
+    path: str,
+    *,
+    pages: Iterable[int] | None = None,
+    dpi: int = DEFAULT_DPI,
+    password: str | None = None,
+    ocr: str | None = "rapidocr",
+    ocr_lang: str = "eng",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> Iterator[Page]:
+    """Like ``load``, one page at a time, for callers that need not hold every page.
+
+    The document is opened and the page range checked now (InputError at once); pages are
+    rendered as they are taken. Holding every rendered page costs memory that must be touched
+    for the first time (about 9 MB for an A4 page at 150 dpi), which is most of the difference
+    between ``load`` and this on a long document (benchmarks/RESULTS.md).
+    """
     if dpi < 36 or dpi > 1200:
         raise UsageError("--dpi must be between 36 and 1200")
     doc = open_document(path, data=data, password=password)
+    wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
+    for n in wanted:
+        if n < 1 or n > doc.page_count:
+            count = doc.page_count
+            doc.close()
+            raise InputError(path, f"page {n} is out of range (the document has {count})")
+    return _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn)
+
+
+def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn) -> Iterator[Page]:
     try:
-        wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
-        for n in wanted:
-            if n < 1 or n > doc.page_count:
-                raise InputError(path, f"page {n} is out of range (the document has {doc.page_count})")
-        result = []
+        is_pdf = doc.is_pdf
         for n in wanted:
             try:
-                result.append(_load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn))
+                page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn)
             except InputError:
                 raise
             except Exception as exc:
+                if not is_pdf:
+                    raise InputError(path, f"corrupt or truncated image ({_short(exc)})") from None
                 raise InputError(path, f"page {n} cannot be rendered ({_short(exc)})") from None
-        return result
+            yield page
     finally:
         doc.close()
 
 
-def _load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
+def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
     page = doc[n - 1]
-    if doc.is_pdf:
+    if is_pdf:
         width, height = page.rect.width, page.rect.height
         scale = dpi / 72.0
     else:
@@ -229,13 +265,14 @@ def _load_page(path, doc, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
     zoom_x = scale * width / page.rect.width
     zoom_y = scale * height / page.rect.height
     pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom_x, zoom_y), alpha=False, colorspace=pymupdf.csRGB)
-    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    # samples_mv: a view of the pixmap, so Pillow copies the pixels once, not twice.
+    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)
     # The scale actually rendered (the pixmap's size is rounded to whole pixels).
     scale = image.width / width
 
     words: list[Word] = []
     source = "none"
-    if doc.is_pdf:
+    if is_pdf:
         words = _text_layer_words(page)
         if sum(len(w.text) for w in words) >= _MIN_TEXT_LAYER_CHARS:
             source = "text"

@@ -2,8 +2,8 @@
 
 Engines: ``rapidocr`` (the default: PP-OCR models carried in the PyPI wheel, offline; read
 the total on 24 of the 24 dev receipts) and ``tesseract`` (the Debian program, for its many
-languages via ``--ocr-lang``; read 16 of 24 there). Boxes come back in image pixels; the
-caller converts them to page points.
+languages via ``--ocr-lang``; read 20 of 24 there, with page segmentation mode 6). Boxes
+come back in image pixels; the caller converts them to page points.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from docvqa_cli.errors import EnvironmentProblem, UsageError
 
 ENGINES = ("rapidocr", "tesseract")
 DEFAULT_ENGINE = "rapidocr"
+# Tesseract page segmentation mode 6 (one uniform block of text): on the 24 dev receipts it
+# read 20 totals, against 19 with mode 4 and 16 with the default mode 3, which drops lines
+# it takes for pictures (benchmarks/RESULTS.md).
+TESSERACT_PSM = 6
 
 
 def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = "eng") -> list[Word]:
@@ -120,7 +124,7 @@ def _tesseract(image: Image.Image, lang: str) -> list[Word]:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")
     proc = subprocess.run(
-        [exe, "stdin", "stdout", "-l", lang, "--psm", "3", "tsv"],
+        [exe, "stdin", "stdout", "-l", lang, "--psm", str(TESSERACT_PSM), "tsv"],
         input=buf.getvalue(),
         capture_output=True,
         timeout=600,
