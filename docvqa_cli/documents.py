@@ -56,27 +56,89 @@ class Word:
         return (self.y0 + self.y1) / 2
 
 
-@dataclass
+@dataclass(eq=False)
 class Page:
-    """A rendered page: ``image`` has ``scale`` pixels per point; words are in points."""
+    """A page: its words in points and its image at ``scale`` pixels per point.
+
+    The image of a PDF page with a text layer is rendered the first time something asks for
+    it (a kept tile, an overview, a picture), so pages that no question needs cost their
+    words only; scans and image files are rendered at once (OCR needs the pixels).
+    """
 
     doc: str  # the path as given
     number: int  # 1-based
     width: float  # points
     height: float  # points
-    image: Image.Image
-    scale: float  # image pixels per page point
+    _image: Image.Image | None = field(default=None, repr=False)
+    scale: float = 1.0  # image pixels per page point
     words: list[Word] = field(default_factory=list)
     source: str = "text"  # "text" (PDF text layer), "ocr:<engine>", or "none"
+    render: Callable[[], Image.Image] | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> Image.Image:
+        if self._image is None:
+            if self.render is None:
+                raise ValueError(f"{self.doc}: page {self.number} has no image")
+            self._image = self.render()
+        return self._image
+
+    @property
+    def rendered(self) -> bool:
+        return self._image is not None
+
+    @property
+    def pixel_size(self) -> tuple[int, int]:
+        """(width, height) of the image in pixels, known without rendering it."""
+        if self._image is not None:
+            return self._image.size
+        return (max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale)))
 
     def to_pixels(self, box: Sequence[float]) -> tuple[int, int, int, int]:
         s = self.scale
+        w, h = self.pixel_size
         return (
             max(0, int(math.floor(box[0] * s))),
             max(0, int(math.floor(box[1] * s))),
-            min(self.image.width, int(math.ceil(box[2] * s))),
-            min(self.image.height, int(math.ceil(box[3] * s))),
+            min(w, int(math.ceil(box[2] * s))),
+            min(h, int(math.ceil(box[3] * s))),
         )
+
+
+class _Source:
+    """A document's bytes, opened once for the lazy renders of its pages (picklable)."""
+
+    def __init__(self, data: bytes, password: str | None):
+        self.data, self.password, self._doc = data, password, None
+
+    def page(self, number: int) -> pymupdf.Page:
+        if self._doc is None:
+            self._doc = pymupdf.open(stream=self.data, filetype="pdf")
+            if self._doc.needs_pass:
+                self._doc.authenticate(self.password or "")
+        return self._doc[number - 1]
+
+    def __getstate__(self):
+        return {"data": self.data, "password": self.password, "_doc": None}
+
+
+class _Renderer:
+    """Renders one PDF page when called; the image has exactly the size promised by the Page."""
+
+    def __init__(self, source: _Source, number: int, zoom: tuple[float, float], size: tuple[int, int]):
+        self.source, self.number, self.zoom, self.size = source, number, zoom, size
+
+    def __call__(self) -> Image.Image:
+        image = _render(self.source.page(self.number), *self.zoom)
+        if image.size != self.size:  # the pixmap's size is rounded; keep the promised one
+            image = image.resize(self.size, Image.Resampling.BILINEAR)
+        return image
+
+
+def _render(page: pymupdf.Page, zoom_x: float, zoom_y: float) -> Image.Image:
+    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom_x, zoom_y), alpha=False, colorspace=pymupdf.csRGB)
+    # samples_mv: a view of the pixmap, so Pillow copies the pixels once, not twice.
+    return Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)
 
 
 def parse_pages(spec: str | None) -> list[int] | None:
@@ -111,18 +173,23 @@ def _warn(msg: str) -> None:
     print(f"docq: {msg}", file=sys.stderr)
 
 
+def read_bytes(path: str) -> bytes:
+    """The file's bytes, or InputError saying why they cannot be read."""
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder, not a document")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from None
+
+
 def open_document(path: str, data: bytes | None = None, password: str | None = None) -> pymupdf.Document:
     """Open ``path`` (or ``data`` read from it) with PyMuPDF, or raise InputError with the cause."""
     if data is None:
-        if not os.path.exists(path):
-            raise InputError(path, "no such file")
-        if os.path.isdir(path):
-            raise InputError(path, "is a folder, not a document")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from None
+        data = read_bytes(path)
     if len(data) == 0:
         raise InputError(path, "the file is empty")
     kind = sniff(data)
@@ -214,6 +281,8 @@ def iter_pages(
     """
     if dpi < 36 or dpi > 1200:
         raise UsageError("--dpi must be between 36 and 1200")
+    if data is None:
+        data = read_bytes(path)
     doc = open_document(path, data=data, password=password)
     wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
     for n in wanted:
@@ -221,15 +290,16 @@ def iter_pages(
             count = doc.page_count
             doc.close()
             raise InputError(path, f"page {n} is out of range (the document has {count})")
-    return _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn)
+    return _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn, data, password)
 
 
-def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn) -> Iterator[Page]:
+def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn, data, password) -> Iterator[Page]:
     try:
         is_pdf = doc.is_pdf
+        lazy = _Source(data, password) if is_pdf and data is not None else None
         for n in wanted:
             try:
-                page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn)
+                page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy)
             except InputError:
                 raise
             except Exception as exc:
@@ -241,7 +311,7 @@ def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn) -> Iterator[
         doc.close()
 
 
-def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Page:
+def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy=None) -> Page:
     page = doc[n - 1]
     if is_pdf:
         width, height = page.rect.width, page.rect.height
@@ -264,11 +334,6 @@ def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Pa
         scale = new_scale
     zoom_x = scale * width / page.rect.width
     zoom_y = scale * height / page.rect.height
-    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom_x, zoom_y), alpha=False, colorspace=pymupdf.csRGB)
-    # samples_mv: a view of the pixmap, so Pillow copies the pixels once, not twice.
-    image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)
-    # The scale actually rendered (the pixmap's size is rounded to whole pixels).
-    scale = image.width / width
 
     words: list[Word] = []
     source = "none"
@@ -278,6 +343,16 @@ def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Pa
             source = "text"
         else:
             words = []
+    if words and lazy is not None:
+        # A text layer: render later, only if a tile of this page is kept.
+        irect = (page.rect * pymupdf.Matrix(zoom_x, zoom_y)).irect  # the pixmap's size, as MuPDF rounds it
+        size = (max(1, irect.width), max(1, irect.height))
+        scale = size[0] / width
+        return Page(doc=path, number=n, width=width, height=height, scale=scale, words=words, source=source,
+                    render=_Renderer(lazy, n, (zoom_x, zoom_y), size))
+    image = _render(page, zoom_x, zoom_y)
+    # The scale actually rendered (the pixmap's size is rounded to whole pixels).
+    scale = image.width / width
     if not words and ocr:
         from docvqa_cli import ocr as ocr_mod
 
@@ -292,7 +367,7 @@ def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn) -> Pa
         number=n,
         width=width,
         height=height,
-        image=image,
+        _image=image,
         scale=scale,
         words=words,
         source=source,

@@ -81,7 +81,7 @@ def split(
     overlap: float = DEFAULT_OVERLAP,
 ) -> list[Tile]:
     """The page's tiles in reading order (row by row, left to right)."""
-    rows, cols = grid_shape(page.image.width, page.image.height, tile_px, max_tiles)
+    rows, cols = grid_shape(*page.pixel_size, tile_px, max_tiles)
     cell_w, cell_h = page.width / cols, page.height / rows
     pad_x, pad_y = cell_w * overlap, cell_h * overlap
     tiles = []

@@ -244,3 +244,20 @@ def test_iter_pages_checks_at_once_and_yields_in_order(tmp_path):
         documents.iter_pages(str(pdf), pages=[1, 4])  # before any page is taken
     it = documents.iter_pages(str(pdf), pages=[3, 1])
     assert [p.number for p in it] == [3, 1]
+
+
+def test_text_layer_pages_render_only_when_asked(tmp_path):
+    from conftest import write_invoice_pdf
+
+    from docvqa_cli import tiles
+
+    pdf = write_invoice_pdf(tmp_path / "three.pdf", pages=3)
+    pages = documents.load(str(pdf), dpi=100)
+    assert [p.rendered for p in pages] == [False, False, False]
+    assert all(p.words for p in pages)
+    ts = tiles.split(pages[1], tile_px=256, max_tiles=8)  # tiling needs no pixels
+    assert not pages[1].rendered
+    crop = ts[0].image  # a kept tile's pixels do
+    assert pages[1].rendered and not pages[0].rendered and not pages[2].rendered
+    assert pages[1].image.size == pages[1].pixel_size
+    assert crop.size[0] > 0 and pages[1].image.getextrema() != ((255, 255),) * 3
