@@ -52,7 +52,7 @@ from typing import Callable, Iterable, Sequence
 from docvqa_cli.documents import Word
 from docvqa_cli.tiles import Tile
 
-WEIGHTS = {"lexical": 0.4, "type": 0.4, "layout": 0.2, "semantic": 0.3, "visual": 0.5}
+WEIGHTS = {"lexical": 0.3, "type": 0.2, "pair": 0.5, "layout": 0.2, "semantic": 0.3, "visual": 0.5}
 DEFAULT_KEEP = 0.5
 
 VisualHook = Callable[[str, Sequence[Tile]], Sequence[float]]
@@ -124,6 +124,7 @@ def vocabulary() -> Vocabulary:
         fields[name] = {
             "ask": [tuple(tokens(a)) for a in spec.get("ask", []) if tokens(a)],
             "labels": [tuple(tokens(a)) for a in spec.get("labels", []) if tokens(a)],
+            "weak_labels": [tuple(tokens(a)) for a in spec.get("weak_labels", []) if tokens(a)],
             "types": tuple(spec.get("types", [])),
             "where": spec.get("where"),
             "hints": frozenset(tokens(" ".join(spec.get("hints", [])))),
@@ -187,8 +188,11 @@ def parse_question(question: str) -> Query:
     for name in fields:
         for label in voc.fields[name]["labels"]:
             add(label, 1.0 if len(label) > 1 else (0.4 if len(label[0]) <= 2 or label[0] == "#" else 0.8))
+        for label in voc.fields[name]["weak_labels"]:
+            add(label, 0.5)
+    weak = {lab for n in fields for lab in voc.fields[n]["weak_labels"]}
     for t in terms:
-        add((t,), 0.6 if len(t) > 2 else 0.3)
+        add((t,), 0.5 if (t,) in weak else (0.6 if len(t) > 2 else 0.3))
         for syn in voc.synonyms.get((t,), []):
             add(syn, 0.5 if len(syn) == 1 and len(syn[0]) > 2 else (0.9 if len(syn) > 1 else 0.3))
     for a, b in zip(terms, terms[1:]):  # question bigrams and their synonym forms
@@ -303,6 +307,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             if a < end and b > start and strength > types[i].get(typ, 0.0):
                 types[i][typ] = strength
 
+    heights = sorted(ln.box[3] - ln.box[1] for ln in lines)
+    median_h = heights[len(heights) // 2] if heights else 0.0
     n = max(1, len(lines) - 1)
     for li, ln in enumerate(lines):
         ln.rank = li / n
@@ -335,21 +341,21 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             s = _id_strength(words[i].text)
             if s and not types[i].get("date") and not types[i].get("amount") and not types[i].get("time"):
                 types[i]["id"] = s
+        # A value makes its whole text line relevant (a label and its value often share one).
+        found: dict[str, float] = {}
+        for i in ln.words:
+            for typ, v in types[i].items():
+                found[typ] = max(found.get(typ, 0.0), v)
+        for i in ln.words:
+            for typ, v in found.items():
+                if types[i].get(typ, 0.0) < 0.9 * v:
+                    types[i][typ] = 0.9 * v
         # Line-level kinds: names and addresses.
         ltoks = [t for i in ln.words for t in toks[i]]
         letters = sum(c.isalpha() for c in text)
         digits = sum(c.isdigit() for c in text)
-        alpha_words = [words[i].text for i in ln.words if any(c.isalpha() for c in words[i].text)]
         if letters >= 3:
-            name = 0.0
-            if any(_contains(ltoks, s) for s in voc.name_suffixes if len(s) > 1) or any(
-                (t,) in voc.name_suffixes for t in ltoks[1:]
-            ):
-                name = 1.0
-            elif digits <= 0.2 * (letters + digits) and alpha_words:
-                caps = sum(1 for w in alpha_words if w[:1].isupper()) / len(alpha_words)
-                if caps >= 0.6 and len(alpha_words) >= 1:
-                    name = 0.5
+            name = _name_strength(words, ln, ltoks, letters, digits, voc, median_h)
             if name:
                 for i in ln.words:
                     types[i]["name"] = max(types[i].get("name", 0.0), name)
@@ -366,6 +372,23 @@ def analyse_page(words: Sequence[Word]) -> PageText:
                 for i in ln.words:
                     types[i]["address"] = max(types[i].get("address", 0.0), min(1.0, addr))
     return PageText(words, toks, lines, line_of, types)
+
+
+def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Vocabulary, median_h: float) -> float:
+    """How much a text line looks like a name: a legal-form ending, capitals, a large font."""
+    alpha = [t for t in ltoks if t.isalpha()]
+    name = 0.0
+    if alpha and (any(tuple(alpha[-len(s):]) == s for s in voc.name_suffixes)
+                  or (len(alpha) >= 2 and len(alpha[-2]) >= 3 and (alpha[-2],) in voc.name_suffixes)):
+        name = 1.0
+    elif digits <= 0.2 * (letters + digits):
+        alpha_words = [words[i].text for i in ln.words if any(c.isalpha() for c in words[i].text)]
+        caps = sum(1 for w in alpha_words if w[:1].isupper()) / max(1, len(alpha_words))
+        if caps >= 0.6:
+            name = 0.5
+        if median_h and ln.box[3] - ln.box[1] >= 1.3 * median_h:  # a headline, a letterhead
+            name = max(name, 0.5) + 0.3
+    return min(1.0, name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -496,7 +519,7 @@ class LexicalScorer:
 
 
 class AnswerTypeScorer:
-    """Values of the wanted kind in the tile, and beside or below a matched label."""
+    """Values of the wanted kind in the tile; half a label's score for the tile right of or below it."""
 
     name = "type"
 
@@ -505,17 +528,35 @@ class AnswerTypeScorer:
         out = [0.0] * len(doc.tiles)
         if not types:
             return out
-        for ti, t in enumerate(doc.tiles):
-            p = doc.page_of_tile[ti]
-            pt = doc.texts[p]
+        for ti in range(len(doc.tiles)):
+            pt = doc.texts[doc.page_of_tile[ti]]
             best = 0.0
-            for wi in _word_indices(doc, p, ti):
+            for wi in doc.words_of_tile[ti]:
                 for typ in types:
-                    s = pt.types[wi].get(typ, 0.0)
-                    if s > best:
-                        best = s
+                    best = max(best, pt.types[wi].get(typ, 0.0))
             out[ti] = 0.6 * best
-        # pairs: a value of the wanted type right of or below a label
+        lex = doc.lexical if doc.lexical is not None else LexicalScorer().score(query, doc)
+        for ti, t in enumerate(doc.tiles):
+            if lex[ti] <= 0:
+                continue
+            for tj, u in enumerate(doc.tiles):
+                if u.page is t.page and (
+                    (u.row == t.row and u.col == t.col + 1) or (u.col == t.col and u.row == t.row + 1)
+                ):
+                    out[tj] = max(out[tj], 0.5 * lex[ti])
+        return out
+
+
+class PairScorer:
+    """A value of the wanted kind right of a matched label on its line, or a few lines below it."""
+
+    name = "pair"
+
+    def score(self, query: Query, doc: Doc) -> list[float]:
+        types = query.types
+        out = [0.0] * len(doc.tiles)
+        if not types:
+            return out
         for m in doc.labels(query):
             if m.weight < 0.5:
                 continue
@@ -544,14 +585,6 @@ class AnswerTypeScorer:
                     if credit > out[ti]:
                         out[ti] = credit
                     doc.evidence[ti].add((m.page, vi))
-        # neighbours: the tile right of and the tile below a tile with a label
-        lex = doc.lexical or LexicalScorer().score(query, doc)
-        for ti, t in enumerate(doc.tiles):
-            if lex[ti] <= 0:
-                continue
-            for tj, u in enumerate(doc.tiles):
-                if u.page is t.page and ((u.row == t.row and u.col == t.col + 1) or (u.col == t.col and u.row == t.row + 1)):
-                    out[tj] = max(out[tj], 0.5 * lex[ti])
         return out
 
 
@@ -677,6 +710,7 @@ def score(
     parts: dict[str, list[float]] = {"lexical": LexicalScorer().score(query, doc)}
     if query.types:
         parts["type"] = AnswerTypeScorer().score(query, doc)
+        parts["pair"] = PairScorer().score(query, doc)
     if query.where:
         parts["layout"] = LayoutScorer().score(query, doc)
     if semantic if semantic is not None else semantic_default():
