@@ -52,8 +52,10 @@ from typing import Callable, Iterable, Sequence
 from docvqa_cli.documents import Word
 from docvqa_cli.tiles import Tile
 
-WEIGHTS = {"lexical": 0.3, "type": 0.2, "pair": 0.5, "layout": 0.2, "semantic": 0.3, "visual": 0.5}
+WEIGHTS = {"lexical": 0.3, "type": 0.2, "pair": 0.5, "layout": 0.4, "semantic": 0.3, "visual": 0.5}
 DEFAULT_KEEP = 0.5
+
+LINE_KINDS = frozenset({"name", "address"})  # kinds of value judged by whole text lines
 
 VisualHook = Callable[[str, Sequence[Tile]], Sequence[float]]
 
@@ -238,6 +240,7 @@ def _patterns() -> dict[str, re.Pattern]:
         "percent": re.compile(r"\d+(?:[.,]\d+)?\s*%"),
         "phone": re.compile(r"(?<![\w])\+?\(?\d[\d ()./-]{6,}\d(?!\w)"),
         "postcode": re.compile(r"(?<![\w-])\d{5,6}(?![\w-])|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|(?<![\w])[A-Z]-?\d{4,5}(?![\w])"),
+        "house": re.compile(r"^\W*(?:no|lot|unit|suite|blk|block|ste|apt|flat)\.?\s*\d", re.I),
         "id": re.compile(r"(?<![\w])[#]?[\w/-]*\d[\w/-]*(?![\w])"),
     }
 
@@ -361,8 +364,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
                     types[i]["name"] = max(types[i].get("name", 0.0), name)
             addr = 0.0
             if pat["postcode"].search(text):
-                addr += 0.45
-            if any(t in _ADDRESS_HINTS() for t in ltoks):
+                addr += 0.6 if letters >= 4 else 0.3
+            if pat["house"].search(text) or any(t in _ADDRESS_HINTS() for t in ltoks):
                 addr += 0.45
             if "," in text:
                 addr += 0.15
@@ -371,6 +374,20 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             if addr >= 0.45:
                 for i in ln.words:
                     types[i]["address"] = max(types[i].get("address", 0.0), min(1.0, addr))
+    # An address is a block of lines: lines next to a postcode line that look like
+    # address lines, and lines between two address lines, count as the block.
+    addr_of = [max((types[i].get("address", 0.0) for i in ln.words), default=0.0) for ln in lines]
+    post = [bool(pat["postcode"].search(ln.text)) for ln in lines]
+    for li in range(len(lines)):
+        near = [j for j in (li - 2, li - 1, li + 1, li + 2) if 0 <= j < len(lines)]
+        boost = 0.0
+        if addr_of[li] >= 0.45 and any(post[j] and addr_of[j] >= 0.45 for j in near):
+            boost = 0.9
+        elif 0 < li < len(lines) - 1 and addr_of[li - 1] >= 0.45 and addr_of[li + 1] >= 0.45:
+            boost = 0.8
+        if boost:
+            for i in lines[li].words:
+                types[i]["address"] = max(types[i].get("address", 0.0), boost)
     return PageText(words, toks, lines, line_of, types)
 
 
@@ -567,6 +584,19 @@ class PairScorer:
             h = max(1.0, ly1 - ly0)
             lcy = (ly0 + ly1) / 2
             label_words = set(m.words)
+            line_kinds = LINE_KINDS.intersection(types)
+            below = 1.8 * h if line_kinds and len(types) == len(line_kinds) and "address" not in types else 4.5 * h
+            if line_kinds:
+                # A label inside a value ("Acme Trading Company"): the label's line is the value.
+                lab_line = pt.lines[pt.line_of[m.words[0]]]
+                own = max(pt.types[m.words[0]].get(k, 0.0) for k in line_kinds)
+                if own >= 0.8:
+                    credit = m.weight * (0.6 + 0.4 * own)
+                    for vi in lab_line.words:
+                        for ti in doc.tiles_of_word[m.page].get(vi, ()):
+                            out[ti] = max(out[ti], credit)
+                            doc.evidence[ti].add((m.page, vi))
+                    continue
             for vi, w in enumerate(pt.words):
                 if vi in label_words:
                     continue
@@ -576,7 +606,7 @@ class PairScorer:
                 dy = w.cy - lcy
                 if abs(dy) <= 0.7 * h and w.x1 > lx1 - 0.5 * h:
                     geom = 1.0
-                elif 0.3 * h < dy <= 4.5 * h and w.x1 >= lx0 - 2 * h and w.x0 <= lx1 + 8 * h:
+                elif 0.3 * h < dy <= below and w.x1 >= lx0 - 2 * h and w.x0 <= lx1 + 8 * h:
                     geom = 0.85
                 else:
                     continue
@@ -593,10 +623,10 @@ def _word_indices(doc: Doc, p: int, ti: int) -> list[int]:
 
 
 class LayoutScorer:
-    """Fields that live in a letterhead: the top lines of the first page."""
+    """Fields that live in a letterhead: the top lines of the first page, values of the kind first."""
 
     name = "layout"
-    share = 0.3
+    share = 0.3  # the top 30 % of the first page's text lines
 
     def score(self, query: Query, doc: Doc) -> list[float]:
         out = [0.0] * len(doc.tiles)
@@ -605,13 +635,15 @@ class LayoutScorer:
         for ti, t in enumerate(doc.tiles):
             if t.page.number != doc.first_page:
                 continue
-            p = doc.page_of_tile[ti]
-            pt = doc.texts[p]
+            pt = doc.texts[doc.page_of_tile[ti]]
             best = 0.0
-            for wi in _word_indices(doc, p, ti):
-                r = pt.lines[pt.line_of[wi]].rank
-                best = max(best, 1.0 - r / self.share)
-            out[ti] = max(0.0, best)
+            for wi in doc.words_of_tile[ti]:
+                prior = 1.0 - pt.lines[pt.line_of[wi]].rank / self.share
+                if prior <= 0:
+                    continue
+                kind = max((pt.types[wi].get(typ, 0.0) for typ in query.types), default=0.0)
+                best = max(best, prior * (0.5 + 0.5 * kind))
+            out[ti] = best
         return out
 
 
