@@ -229,8 +229,9 @@ def _patterns() -> dict[str, re.Pattern]:
         "amount_cur": re.compile(rf"(?:(?<![^\W\d_])(?:{cur})(?![^\W\d_])\.?\s*[-−]?\d[\d,.' ]*\d|\d[\d,.']*\d\s*(?:€|(?<![^\W\d_])(?:{cur})(?![^\W\d_])))", re.I),
         "amount": re.compile(rf"[-−]?(?:{num})", re.I),
         "date": re.compile(
-            r"(?<!\d)(?:\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|\d{4}[./-]\d{1,2}[./-]\d{1,2})(?!\d)"
-            rf"|(?<!\d)\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:{months})\.?,?\s*(?:\d{{4}}|'?\d{{2}})(?!\d)"
+            r"(?<!\d)(?:\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|\d{4}[./-]\d{1,2}[./-]\d{1,2})(?!\d)"),
+        "date_month": re.compile(
+            rf"(?<!\d)\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:{months})\.?,?\s*(?:\d{{4}}|'?\d{{2}})(?!\d)"
             rf"|(?<![^\W\d_])(?:{months})\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*(?:\d{{4}}|'?\d{{2}})(?!\d)"
             rf"|(?<![^\W\d_])(?:{months})\.?,?\s+\d{{4}}(?!\d)",
             re.I,
@@ -324,23 +325,26 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             pos += len(t) + 1
         text = " ".join(parts)
         ln.text = text
-        for m in pat["amount_cur"].finditer(text):
+        has_digit = any(c.isdigit() for c in text)
+        raw = set(_raw_tokens(text)) if has_digit else set()
+        for m in pat["amount_cur"].finditer(text) if raw & CURRENCY_TOKENS() else ():
             mark(ln.words, offsets, "amount", 1.0, m.span())
-        for m in pat["amount"].finditer(text):
+        for m in pat["amount"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "amount", 0.8, m.span())
-        dates = list(pat["date"].finditer(text))
-        for m in dates:
+        for m in pat["date"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "date", 1.0, m.span())
-        for m in pat["time"].finditer(text):
+        for m in pat["date_month"].finditer(text) if raw & MONTH_TOKENS() else ():
+            mark(ln.words, offsets, "date", 1.0, m.span())
+        for m in pat["time"].finditer(text) if has_digit and ":" in text else ():
             mark(ln.words, offsets, "time", 1.0, m.span())
-        for m in pat["email"].finditer(text):
+        for m in pat["email"].finditer(text) if "@" in text else ():
             mark(ln.words, offsets, "email", 1.0, m.span())
-        for m in pat["percent"].finditer(text):
+        for m in pat["percent"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "percent", 1.0, m.span())
-        for m in pat["phone"].finditer(text):
+        for m in pat["phone"].finditer(text) if has_digit else ():
             if sum(c.isdigit() for c in m.group()) >= 8:
                 mark(ln.words, offsets, "phone", 0.8, m.span())
-        for i in ln.words:
+        for i in ln.words if has_digit else ():
             s = _id_strength(words[i].text)
             if s and not types[i].get("date") and not types[i].get("amount") and not types[i].get("time"):
                 types[i]["id"] = s
@@ -365,7 +369,7 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             addr = 0.0
             if pat["postcode"].search(text):
                 addr += 0.6 if letters >= 4 else 0.3
-            if pat["house"].search(text) or any(t in _ADDRESS_HINTS() for t in ltoks):
+            if (ltoks and ltoks[0] in HOUSE_WORDS and pat["house"].search(text)) or any(t in _ADDRESS_HINTS() for t in ltoks):
                 addr += 0.45
             if "," in text:
                 addr += 0.15
@@ -395,7 +399,7 @@ def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Voca
     """How much a text line looks like a name: a legal-form ending, capitals, a large font."""
     alpha = [t for t in ltoks if t.isalpha()]
     name = 0.0
-    if alpha and (any(tuple(alpha[-len(s):]) == s for s in voc.name_suffixes)
+    if alpha and ((alpha[-1],) in voc.name_suffixes or tuple(alpha[-2:]) in voc.name_suffixes
                   or (len(alpha) >= 2 and len(alpha[-2]) >= 3 and (alpha[-2],) in voc.name_suffixes)):
         name = 1.0
     elif digits <= 0.2 * (letters + digits):
@@ -406,6 +410,19 @@ def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Voca
         if median_h and ln.box[3] - ln.box[1] >= 1.3 * median_h:  # a headline, a letterhead
             name = max(name, 0.5) + 0.3
     return min(1.0, name)
+
+
+HOUSE_WORDS = frozenset({"no", "lot", "unit", "suite", "blk", "block", "ste", "apt", "flat"})
+
+
+@functools.lru_cache(maxsize=1)
+def CURRENCY_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
+    return frozenset(t for c in vocabulary().currencies for t in _raw_tokens(c))
+
+
+@functools.lru_cache(maxsize=1)
+def MONTH_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
+    return frozenset(t for m in vocabulary().months for t in _raw_tokens(m))
 
 
 @functools.lru_cache(maxsize=1)
@@ -500,19 +517,26 @@ class Doc:
 
     @staticmethod
     def _canon(tok: str, vocab: set[str], dels: dict[str, str]) -> str:
-        for form in _fuzzy_forms(tok):
+        for form, form_dels in _variants(tok):
             if form in vocab:
                 return form
-            if len(form) >= 5 and form.isalpha():
+            if form_dels:
                 cand = dels.get(form)
                 if cand is None:
-                    for d in _deletions(form):
+                    for d in form_dels:
                         cand = dels.get(d)
                         if cand is not None:
                             break
                 if cand is not None and abs(len(cand) - len(form)) <= 1 and (cand[0] == form[0] or cand[-1] == form[-1]):
                     return cand
         return tok
+
+
+@functools.lru_cache(maxsize=65536)
+def _variants(tok: str) -> tuple[tuple[str, frozenset], ...]:
+    """A token's forms (as read, and with 0/O-style slips undone) and their one-deletion forms."""
+    return tuple((f, frozenset(_deletions(f)) if len(f) >= 5 and f.isalpha() else frozenset())
+                 for f in _fuzzy_forms(tok))
 
 
 # --- scorers ---------------------------------------------------------------------------------
