@@ -275,7 +275,8 @@ class PageText:
     toks: list[list[str]]  # per word
     lines: list[_Line]
     line_of: list[int]  # per word, its line index
-    types: list[dict[str, float]]  # per word: type -> strength
+    types: list[dict[str, float]]  # per word: type -> strength, shared by the word's line
+    values: list[dict[str, float]]  # per word: type -> strength of the word itself
 
 
 def _fuzzy_forms(tok: str) -> list[str]:
@@ -303,6 +304,7 @@ def analyse_page(words: Sequence[Word]) -> PageText:
     lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
     line_of = [0] * len(words)
     types: list[dict[str, float]] = [dict() for _ in words]
+    values: list[dict[str, float]] = [dict() for _ in words]
 
     def mark(idx, spans_text, typ, strength, span):
         # words of the line whose characters overlap the match span
@@ -348,6 +350,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             s = _id_strength(words[i].text)
             if s and not types[i].get("date") and not types[i].get("amount") and not types[i].get("time"):
                 types[i]["id"] = s
+        for i in ln.words:
+            values[i] = dict(types[i])
         # A value makes its whole text line relevant (a label and its value often share one).
         found: dict[str, float] = {}
         for i in ln.words:
@@ -392,7 +396,12 @@ def analyse_page(words: Sequence[Word]) -> PageText:
         if boost:
             for i in lines[li].words:
                 types[i]["address"] = max(types[i].get("address", 0.0), boost)
-    return PageText(words, toks, lines, line_of, types)
+    for li, ln in enumerate(lines):  # names and addresses are values of whole lines
+        for i in ln.words:
+            for k in LINE_KINDS:
+                if k in types[i]:
+                    values[i][k] = types[i][k]
+    return PageText(words, toks, lines, line_of, types, values)
 
 
 def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Vocabulary, median_h: float) -> float:
@@ -624,7 +633,7 @@ class PairScorer:
             for vi, w in enumerate(pt.words):
                 if vi in label_words:
                     continue
-                strength = max((pt.types[vi].get(typ, 0.0) for typ in types), default=0.0)
+                strength = max((pt.values[vi].get(typ, 0.0) for typ in types), default=0.0)
                 if not strength:
                     continue
                 dy = w.cy - lcy
