@@ -491,6 +491,22 @@ class Doc:
             self.words_of_tile.append(idx)
             for i in idx:
                 self.tiles_of_word[p].setdefault(i, []).append(ti)
+        # A word wider than the tile holding its centre (a long line read as one word) also
+        # belongs to the tiles it runs into: all of them are needed to see it whole.
+        tiles_of_page: dict[int, list[int]] = {}
+        for ti, p in enumerate(self.page_of_tile):
+            tiles_of_page.setdefault(p, []).append(ti)
+        for p, holders in enumerate(self.tiles_of_word):
+            words = self.texts[p].words
+            for i, tis in list(holders.items()):
+                w = words[i]
+                if any(self.tiles[ti].contains(w.box) for ti in tis):
+                    continue
+                for tj in tiles_of_page[p]:
+                    b = self.tiles[tj].box
+                    if tj not in tis and b[0] < w.x1 and b[2] > w.x0 and b[1] <= w.cy < b[3]:
+                        tis.append(tj)
+                        self.words_of_tile[tj].append(i)
         self.first_page = min((p.number for p in self.pages), default=1)
         self._labels: dict[str, list[LabelMatch]] = {}
         self.lexical: list[float] | None = None
