@@ -296,4 +296,39 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
     report = tune_mod.tune(data, backend, out_dir, options, progress=not no_progress)
     click.echo(json.dumps(report))
+@main.command()
+@click.argument("doc")
+@click.argument("question")
+@click.option("--keep", type=float, default=0.5, show_default=True,
+              help="Fraction of each document's tiles to keep, in (0, 1].")
+@click.option("--tile-px", type=click.IntRange(64, 4096), default=512, show_default=True,
+              help="Tile size in rendered pixels.")
+@click.option("--max-tiles", type=click.IntRange(1, 256), default=12, show_default=True,
+              help="Most tiles per page.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table for people, or one JSON object for machines.")
+@click.option("-o", "--output", default=None,
+              help="Draw the kept tiles: a .png file, or a folder for one PNG per page.")
+@document_options
+@handle_errors
+def explain(doc, question, keep, tile_px, max_tiles, fmt, output, pages_spec, password, dpi, ocr_engine, ocr_lang):
+    """Show which tiles each page keeps for QUESTION, and why (no model needed)."""
+    import json
+
+    from docvqa_cli import explain as explain_mod
+    from docvqa_cli.errors import UsageError
+
+    if not 0 < keep <= 1:
+        raise UsageError(f"--keep must be in (0, 1], not {keep:g}")
+    if output:
+        explain_mod.check_output(output)
+    pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)
+    result = explain_mod.explain(doc, question, pages, keep=keep, tile_px=tile_px, max_tiles=max_tiles)
+    if fmt == "json":
+        click.echo(json.dumps(explain_mod.to_json(result), ensure_ascii=False))
+    else:
+        explain_mod.print_table(result, console(stderr=False))
+    if output:
+        for path in explain_mod.draw(result, output):
+            click.echo(f"docq: wrote {path}", err=True)
     return ExitCode.ok
