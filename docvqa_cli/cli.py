@@ -125,3 +125,70 @@ def doctor():
 
 
 # ask / explain / ground / batch commands are added below by their issues.
+
+
+# --- docq batch (issue 6) ------------------------------------------------------------------
+
+@main.command()
+@click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
+@click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Append records to this file and resume from it: pairs already in it are skipped.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Record format (default: csv for an -o ending in .csv, else jsonl).")
+@click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
+@click.option("--jobs", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Workers that render and OCR the next documents while the model answers (0: none).")
+@click.option("--progress", is_flag=True, help="Show progress on stderr even when it is not a terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
+@click.option("--model", default=None, help="Hub id or local folder (default: chosen for the device).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
+              help="Quantisation on CUDA (auto: 4bit on CUDA, none on CPU).")
+@click.option("--keep", type=float, default=0.5, show_default=True, help="Fraction of tiles the model sees, in (0, 1].")
+@click.option("--prompt", default=None, help="Prompt template: a name from prompts/ or a file path.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code (off by default).")
+@document_options
+@handle_errors
+def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, model, device, quant,
+          keep, prompt, max_new_tokens, trust_remote_code, pages_spec, password, dpi, ocr_engine, ocr_lang):
+    """Answer every question of QUESTIONS over every document of DOCS, resumably.
+
+    QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
+    and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
+    """
+    from docvqa_cli import batch as batch_mod
+    from docvqa_cli import documents
+    from docvqa_cli.errors import UsageError
+
+    if not 0 < keep <= 1:
+        raise UsageError("--keep must be in (0, 1]")
+    if overwrite and not output:
+        raise UsageError("--overwrite needs -o FILE")
+    questions = batch_mod.read_questions(questions_file)
+    paths = batch_mod.find_documents(docs)
+    if not paths:
+        raise UsageError("DOCS: no documents found")
+    fmt = fmt or ("csv" if output and output.lower().endswith(".csv") else "jsonl")
+    out = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
+    load = functools.partial(documents.load, pages=documents.parse_pages(pages_spec), dpi=dpi,
+                             password=password, ocr=ocr_engine, ocr_lang=ocr_lang)
+    try:
+        summary = batch_mod.run(
+            questions, paths, load=load, output=out, serialiser=batch_mod.Serialiser(fmt), keep=keep, jobs=jobs,
+            answerer=batch_mod.model_answerer(model, device, quant, prompt, trust_remote_code, max_new_tokens),
+            model_name=model, progress=not quiet and (progress or sys.stderr.isatty()),
+        )
+    finally:
+        out.close()
+    if not quiet:
+        click.echo(f"docq: {summary.line()}", err=True)
+    if summary.interrupted:
+        if output:
+            click.echo(f"docq: interrupted; {output} holds every finished record. To resume, run the same "
+                       f"command again:\n  {batch_mod.resume_hint()}", err=True)
+        else:
+            click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
+        return ExitCode.ctrl_c
+    return ExitCode.partial if summary.job_has_errors else ExitCode.ok
