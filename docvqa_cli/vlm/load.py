@@ -1,0 +1,260 @@
+"""The registry of model families, and the one place for the device and quantisation policy.
+
+A family is one module in ``docvqa_cli/vlm/`` that subclasses ``Backend`` and calls
+``register(ItsBackend)``; every module of the package (other than ``base``, ``load`` and
+``tie``) is imported the first time a model is loaded, and third-party packages can add
+theirs under the ``docq.backends`` entry-point group. A model's ``config.json``
+``model_type`` picks the family.
+
+Loading: a hub id or a local folder; with ``HF_HUB_OFFLINE=1`` only the local cache is
+used. Weights are safetensors only; remote code runs only with ``trust_remote_code``.
+Device ``auto`` takes CUDA when torch sees it. On CUDA the default is 4-bit NF4 (double
+quantisation, bf16 compute) with the family's vision tower and projector kept in bf16;
+``8bit`` and ``none`` are the alternatives. On the CPU nothing is quantised, weights are
+float32, and without ``--model`` a small model is used; one line on stderr says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+from docvqa_cli.errors import EnvironmentProblem, UsageError
+from docvqa_cli.vlm.base import Backend
+
+# Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
+# (README, "Choosing the model"); its family is the Qwen module's.
+DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
+# Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
+DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+DEVICES = ("auto", "cuda", "cpu")
+QUANTS = ("auto", "4bit", "8bit", "none")
+
+_REGISTRY: dict[str, type[Backend]] = {}
+_NOT_FAMILIES = {"base", "load", "tie"}
+_discovered = False
+_broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
+
+
+def register(backend_cls: type[Backend]) -> type[Backend]:
+    """Serve ``backend_cls.model_types`` with ``backend_cls`` (usable as a class decorator)."""
+    if not backend_cls.model_types:
+        raise ValueError(f"{backend_cls.__name__} names no model_types")
+    for model_type in backend_cls.model_types:
+        _REGISTRY[model_type] = backend_cls
+    return backend_cls
+
+
+def _discover() -> None:
+    """Import the built-in family modules, then entry-point plugins (once)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import docvqa_cli.vlm as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name in _NOT_FAMILIES or info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"docvqa_cli.vlm.{info.name}")
+        except Exception as exc:  # a broken family must not hide the others
+            _broken[info.name] = f"{type(exc).__name__}: {exc}"
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="docq.backends"):
+            try:
+                register(ep.load())
+            except Exception as exc:
+                _broken[ep.name] = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        pass
+
+
+def families() -> dict[str, type[Backend]]:
+    """model_type -> backend class, for every family docq knows."""
+    _discover()
+    return dict(_REGISTRY)
+
+
+def backend_for(model_type: str, name: str = "") -> type[Backend]:
+    known = families()
+    if model_type in known:
+        return known[model_type]
+    listing = ", ".join(f"{cls.family} ({', '.join(cls.model_types)})" for cls in _unique(known.values()))
+    broken = f"; failed to import: {', '.join(_broken)}" if _broken else ""
+    raise UsageError(
+        f"--model {name}: model_type {model_type!r} is not a family docq supports; known: {listing}{broken}"
+    )
+
+
+def _unique(classes):
+    seen = []
+    for cls in classes:
+        if cls not in seen:
+            seen.append(cls)
+    return seen
+
+
+def _say(line: str) -> None:
+    print(f"docq: {line}", file=sys.stderr)
+
+
+def resolve_device(device: str) -> str:
+    """'cuda' or 'cpu' for --device auto|cuda|cpu."""
+    if device not in DEVICES:
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise EnvironmentProblem(
+            "--device cuda: torch sees no CUDA GPU; install a CUDA build of torch (https://pytorch.org) "
+            "or use --device cpu"
+        )
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return device
+
+
+def resolve_quant(quant: str, device: str) -> str:
+    """'4bit', '8bit' or 'none': auto is 4bit on CUDA, none on the CPU."""
+    if quant not in QUANTS:
+        raise UsageError(f"--quant must be one of {', '.join(QUANTS)}, not {quant!r}")
+    if quant == "auto":
+        return "4bit" if device == "cuda" else "none"
+    if device == "cpu" and quant != "none":
+        raise UsageError(f"--quant {quant} needs --device cuda (bitsandbytes); on the CPU use --quant none")
+    return quant
+
+
+def quantization_config(quant: str, keep_unquantized: tuple[str, ...] = ()):
+    """The BitsAndBytesConfig for 4bit/8bit (None for none); raises if bitsandbytes is missing.
+
+    ``keep_unquantized`` are full module-name prefixes (``model.vision_model``): in
+    transformers 5 ``llm_int8_skip_modules`` matches from the start of a module's name.
+    """
+    if quant == "none":
+        return None
+    for package in ("bitsandbytes", "accelerate"):
+        try:
+            importlib.import_module(package)
+        except Exception:
+            raise EnvironmentProblem(
+                f"{package} missing for --quant {quant}: `pip install {package}` or use --quant none"
+            ) from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    skip = list(keep_unquantized) or None
+    if quant == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _load_config(name: str, trust_remote_code: bool, local_only: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise UsageError(
+                f"--model {name}: the model needs its own code from the hub; pass --trust-remote-code "
+                "only if you trust its author"
+            ) from None
+        if "model_type" in str(exc) or "Unrecognized" in str(exc):
+            raise UsageError(f"--model {name}: transformers does not know this model's type ({_first_line(exc)})") from None
+        raise
+    except OSError as exc:
+        if Path(name).exists():
+            raise UsageError(f"--model {name}: not a model folder (no readable config.json)") from None
+        if local_only:
+            raise EnvironmentProblem(
+                f"--model {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it once "
+                f"with `hf download {name}` (or unset HF_HUB_OFFLINE)"
+            ) from None
+        raise EnvironmentProblem(f"--model {name}: cannot fetch it from the hub ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _auto_model(name: str, **kwargs):
+    """The default model loader; a family may define a ``load_model`` classmethod instead."""
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+
+
+def _auto_processor(name: str, **kwargs):
+    """The default processor loader; a family may define a ``load_processor`` classmethod instead."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(name, **kwargs)
+
+
+def load_backend(
+    model: str | None = None,
+    device: str = "auto",
+    quant: str = "auto",
+    trust_remote_code: bool = False,
+    say: Callable[[str], None] = _say,
+) -> Backend:
+    """Load ``model`` (hub id or folder; None = the default for the device) as its family's backend."""
+    device = resolve_device(device)
+    quant = resolve_quant(quant, device)
+    if model is None:
+        model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
+        if device == "cpu":
+            say(f"no CUDA GPU: running {model} on the CPU, unquantised (slow; --model to choose another)")
+    local_only = _offline() or Path(model).is_dir()
+    config = _load_config(model, trust_remote_code, local_only)
+    backend_cls = backend_for(getattr(config, "model_type", ""), model)
+
+    import torch
+
+    qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())))
+    kwargs = dict(
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        local_files_only=local_only,
+    )
+    if device == "cuda":
+        kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
+        if qconfig is not None:
+            kwargs["quantization_config"] = qconfig
+    else:
+        kwargs.update(dtype=torch.float32)
+    try:
+        load_model = getattr(backend_cls, "load_model", None) or _auto_model
+        load_processor = getattr(backend_cls, "load_processor", None) or _auto_processor
+        net = load_model(model, **kwargs)
+        processor = load_processor(model, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    except OSError as exc:
+        text = str(exc)
+        if "safetensors" in text or ".bin" in text or "pytorch_model" in text:
+            raise UsageError(f"--model {model}: no safetensors weights (docq loads safetensors only)") from None
+        raise EnvironmentProblem(f"--model {model}: cannot load it ({_first_line(exc)})") from None
+    except ImportError as exc:
+        raise EnvironmentProblem(f"--model {model}: {_first_line(exc)}") from None
+    net.eval()
+    return backend_cls(net, processor, model, torch.device(device))
