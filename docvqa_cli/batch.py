@@ -580,8 +580,9 @@ class Summary:
         )
 
 
-def _oom(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+def _oom_text(message: str) -> bool:
+    """Whether an error message is an out-of-memory (torch.cuda.OutOfMemoryError and kin)."""
+    return "OutOfMemoryError" in message or "out of memory" in message.lower()
 
 
 def _free_cuda() -> None:
@@ -719,9 +720,12 @@ def run(
                 while pending and not stop.flag:
                     try:
                         for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
-                            if pending.pop(ans.question_id, None) is None:
+                            pending_q = pending.pop(ans.question_id, None)
+                            if pending_q is None:
                                 continue
                             ans.doc = doc
+                            if ans.error and _oom_text(ans.error):  # the answer step recorded it
+                                ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
                             emit(ans)
                             if stop.flag:
                                 break
@@ -736,7 +740,7 @@ def run(
                         if not pending:
                             break
                         q = pending.pop(next(iter(pending)))
-                        emit(_retry(doc, q, exc, pages, answer, keep, failed))
+                        emit(_retry(doc, q, _one_line(exc), pages, answer, keep, failed))
                 summary.documents_done += 1
                 if bar is not None:
                     bar.set_postfix(docs=f"{summary.documents_done}/{len(todo)}", errors=summary.errors, refresh=False)
@@ -754,24 +758,33 @@ def run(
     return summary
 
 
-def _retry(doc, q, exc, pages, answer, keep, failed) -> records.Answer:
-    """After a failure on question ``q``: on out-of-memory, try with fewer tiles; else record it."""
-    if not _oom(exc):
-        return failed(doc, q, f"{doc}: {_one_line(exc)}")
-    last = exc
+def _retry(doc, q, message: str, pages, answer, keep, failed) -> records.Answer:
+    """After question ``q`` failed with ``message``: on out-of-memory, try it again with fewer
+    tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too, record the error."""
+    if not _oom_text(message):
+        return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}")
     for factor in OOM_RETRY_FACTORS:
         _free_cuda()
-        lower = keep * factor
         try:
-            for ans in answer(pages, [(q.id, q.text)], lower):
+            ans = next(iter(answer(pages, [(q.id, q.text)], keep * factor)), None)
+        except (EnvironmentProblem, UsageError):
+            raise
+        except Exception as exc:
+            message = _one_line(exc)
+        else:
+            if ans is None:
+                message = "the model gave no answer"
+            elif not ans.error:
                 ans.doc = doc
                 return ans
-        except Exception as again:
-            last = again
-            if not _oom(again):
-                return failed(doc, q, f"{doc}: {_one_line(again)}")
+            else:
+                message = ans.error
+        if not _oom_text(message):
+            break
     _free_cuda()
-    return failed(doc, q, f"{doc}: out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {_one_line(last)}")
+    if _oom_text(message):
+        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+    return failed(doc, q, f"{doc}: {message}")
 
 
 def resume_hint(argv: Sequence[str] | None = None) -> str:
