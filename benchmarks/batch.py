@@ -6,7 +6,7 @@
 (every ``pymupdf.Page.get_pixmap`` call, per document). The answers are noise; this
 measures the batch machinery: loading ahead of the model, one render per document.
 
-    python benchmarks/batch.py [--docs 200] [--jobs 1 2] [--executor thread] [--scans]
+    python benchmarks/batch.py [--docs 200] [--jobs 1 2] [--executor thread|process] [--scans]
 """
 
 from __future__ import annotations
@@ -56,7 +56,12 @@ def main() -> None:
     ap.add_argument("--executor", choices=["thread", "process"], default="thread")
     ap.add_argument("--scans", action="store_true", help="PNG scans (OCR by RapidOCR) instead of PDFs")
     ap.add_argument("--max-new-tokens", type=int, default=4)
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="intra-op threads of the tiny model (1 is fastest for it on a shared 2-core machine)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
 
     from _tiny_models import build_idefics3
     from conftest import write_invoice_pdf, write_scan
@@ -82,7 +87,7 @@ def main() -> None:
 
     load = functools.partial(counting_load if args.executor == "thread" else documents.load, ocr="rapidocr")
     print(f"# {args.docs} documents x {len(questions)} questions, tiny Idefics3 on CPU "
-          f"({os.cpu_count()} cores), executor={args.executor}, {'scans' if args.scans else 'PDFs'}")
+          f"({os.cpu_count()} cores, torch threads {args.torch_threads}), executor={args.executor}, {'scans' if args.scans else 'PDFs'}")
     print("| --jobs | seconds | docs/s | questions/s | renders per document | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for jobs in args.jobs:

@@ -39,6 +39,10 @@ from docvqa_cli.errors import EnvironmentProblem, InputError, UsageError
 OUTPUT_FORMATS = ("jsonl", "csv")
 DOCUMENT_EXTENSIONS = {".pdf"} | IMAGE_EXTENSIONS
 FSYNC_INTERVAL_S = 1.0
+# Loading workers: thread workers measured best here (benchmarks/RESULTS.md): 1 on 2 cores,
+# where a second worker only fights the model for the CPU; a quarter of the cores (at most
+# 4) on bigger machines, where OCR is what the GPU would wait on.
+DEFAULT_JOBS = min(4, max(1, (os.cpu_count() or 2) // 4))
 # On a CUDA out-of-memory, a question is tried again with these fractions of --keep.
 OOM_RETRY_FACTORS = (0.5, 0.25)
 

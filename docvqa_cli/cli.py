@@ -137,8 +137,9 @@ def doctor():
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Record format (default: csv for an -o ending in .csv, else jsonl).")
 @click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
-@click.option("--jobs", type=click.IntRange(0, 64), default=2, show_default=True,
-              help="Workers that render and OCR the next documents while the model answers (0: none).")
+@click.option("--jobs", type=click.IntRange(0, 64), default=None,
+              help="Workers that render and OCR the next documents while the model answers "
+                   "(0: none; default: a quarter of the CPU cores, 1 to 4).")
 @click.option("--progress", is_flag=True, help="Show progress on stderr even when it is not a terminal.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
 @click.option("--model", default=None, help="Hub id or local folder (default: chosen for the device).")
@@ -170,6 +171,7 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
     paths = batch_mod.find_documents(docs)
     if not paths:
         raise UsageError("DOCS: no documents found")
+    jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
     fmt = fmt or ("csv" if output and output.lower().endswith(".csv") else "jsonl")
     out = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
     load = functools.partial(documents.load, pages=documents.parse_pages(pages_spec), dpi=dpi,
