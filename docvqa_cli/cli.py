@@ -167,23 +167,6 @@ def output_options(fn):
     return fn
 
 
-def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual):
-    """Load the model once (with TIE adapters if given); return (backend, visual scorer or None)."""
-    from docvqa_cli.vlm.load import load_backend
-
-    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
-    if tie_dir:
-        from docvqa_cli import tune as tune_mod
-
-        backend = tune_mod.use_tie(backend, tie_dir)
-    visual = None
-    if use_visual if use_visual is not None else bool(tie_dir):
-        from docvqa_cli import tune as tune_mod
-
-        visual = tune_mod.visual_scorer(backend)
-    return backend, visual
-
-
 # --- ask (issue 4) ---------------------------------------------------------------------------
 
 @main.command()
@@ -205,7 +188,7 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
     template = prompts.load(prompt_spec)
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=data)
-    backend, visual = open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual)
+    backend, visual = pipeline.open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     failed = False
     records = []
@@ -296,6 +279,11 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
     report = tune_mod.tune(data, backend, out_dir, options, progress=not no_progress)
     click.echo(json.dumps(report))
+    return ExitCode.ok
+
+
+# --- explain (issue 3) -------------------------------------------------------------------------
+
 @main.command()
 @click.argument("doc")
 @click.argument("question")
@@ -332,3 +320,72 @@ def explain(doc, question, keep, tile_px, max_tiles, fmt, output, pages_spec, pa
         for path in explain_mod.draw(result, output):
             click.echo(f"docq: wrote {path}", err=True)
     return ExitCode.ok
+
+
+# --- docq batch (issue 6) ------------------------------------------------------------------
+
+@main.command()
+@click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
+@click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Append records to this file and resume from it: pairs already in it are skipped.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Record format (default: csv for an -o ending in .csv, else jsonl).")
+@click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
+@click.option("--jobs", type=click.IntRange(0, 64), default=None,
+              help="Workers that render and OCR the next documents while the model answers "
+                   "(0: none; default: a quarter of the CPU cores, 1 to 4).")
+@click.option("--progress", is_flag=True, help="Show progress on stderr even when it is not a terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
+@model_options
+@answer_options
+@click.option("--csv-raw", is_flag=True,
+              help="CSV: write cells as they are, without the spreadsheet formula guard.")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write, into this folder, a PDF copy of each document with its answers highlighted.")
+@document_options
+@handle_errors
+def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, model, device, quant,
+          trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens, use_visual, csv_raw, annotate_dir,
+          pages_spec, password, dpi, ocr_engine, ocr_lang):
+    """Answer every question of QUESTIONS over every document of DOCS, resumably.
+
+    QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
+    and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
+    """
+    from docvqa_cli import batch as batch_mod
+    from docvqa_cli import documents, pipeline
+    from docvqa_cli.errors import UsageError
+
+    if overwrite and not output:
+        raise UsageError("--overwrite needs -o FILE")
+    questions = batch_mod.read_questions(questions_file)
+    paths = batch_mod.find_documents(docs)
+    if not paths:
+        raise UsageError("DOCS: no documents found")
+    jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
+    fmt = fmt or ("csv" if output and output.lower().endswith(".csv") else "jsonl")
+    out = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
+    load = functools.partial(documents.load, pages=documents.parse_pages(pages_spec), dpi=dpi,
+                             password=password, ocr=ocr_engine, ocr_lang=ocr_lang)
+    try:
+        summary = batch_mod.run(
+            questions, paths, load=load, output=out, serialiser=batch_mod.Serialiser(fmt, csv_raw=csv_raw), keep=keep,
+            jobs=jobs, annotate_dir=annotate_dir, password=password,
+            answerer=batch_mod.model_answerer(
+                functools.partial(pipeline.open_backend, model, device, quant, trust_remote_code, tie_dir, use_visual),
+                prompt_spec, max_new_tokens),
+            model_name=model, progress=not quiet and (progress or sys.stderr.isatty()),
+        )
+    finally:
+        out.close()
+    if not quiet:
+        click.echo(f"docq: {summary.line()}", err=True)
+    if summary.interrupted:
+        if output:
+            click.echo(f"docq: interrupted; {output} holds every finished record. To resume, run the same "
+                       f"command again:\n  {batch_mod.resume_hint()}", err=True)
+        else:
+            click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
+        return ExitCode.ctrl_c
+    return ExitCode.partial if summary.job_has_errors else ExitCode.ok

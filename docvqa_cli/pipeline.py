@@ -25,6 +25,23 @@ DEFAULT_KEEP = 0.5
 DEFAULT_MAX_NEW_TOKENS = 32
 
 
+def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual):
+    """Load the model once (with TIE adapters if given); return (backend, visual scorer or None)."""
+    from docvqa_cli.vlm.load import load_backend
+
+    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    if tie_dir:
+        from docvqa_cli import tune as tune_mod
+
+        backend = tune_mod.use_tie(backend, tie_dir)
+    visual = None
+    if use_visual if use_visual is not None else bool(tie_dir):
+        from docvqa_cli import tune as tune_mod
+
+        visual = tune_mod.visual_scorer(backend)
+    return backend, visual
+
+
 def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object], overview_px: int) -> list[PageView]:
     """One view per page with kept tiles, in page order; overviews are cached in ``overviews``."""
     views = []

@@ -104,6 +104,13 @@ def guard_cell(value: str) -> str:
     return value
 
 
+def unguard_cell(value: str) -> str:
+    """Undo ``guard_cell`` on a cell read back (resuming from a CSV docq wrote)."""
+    if value.startswith("'") and value[1:2] and value[1] in _FORMULA_START:
+        return value[1:]
+    return value
+
+
 class CsvWriter(Writer):
     """RFC 4180 CSV with a header row; ``raw=True`` turns off the formula guard."""
 
