@@ -291,18 +291,27 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
 @click.argument("question")
 @click.option("--keep", type=float, default=0.5, show_default=True,
               help="Fraction of each document's tiles to keep, in (0, 1].")
-@click.option("--tile-px", type=click.IntRange(64, 4096), default=512, show_default=True,
-              help="Tile size in rendered pixels.")
-@click.option("--max-tiles", type=click.IntRange(1, 256), default=12, show_default=True,
-              help="Most tiles per page.")
+@click.option("--tile-px", type=click.IntRange(64, 4096), default=None,
+              help="Tile size in rendered pixels (default 512, or the model's own with --model/--tie).")
+@click.option("--max-tiles", type=click.IntRange(1, 256), default=None,
+              help="Most tiles per page (default 12, or the model's own with --model/--tie).")
+@click.option("--model", default=None,
+              help="Also score with this model's visual relevance (loads it; default: no model).")
+@click.option("--tie", "tie_dir", type=click.Path(file_okay=False), default=None,
+              help="Score with these trained TIE adapters' attention (loads --model or the default).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table for people, or one JSON object for machines.")
 @click.option("-o", "--output", default=None,
               help="Draw the kept tiles: a .png file, or a folder for one PNG per page.")
 @document_options
 @handle_errors
-def explain(doc, question, keep, tile_px, max_tiles, fmt, output, pages_spec, password, dpi, ocr_engine, ocr_lang):
-    """Show which tiles each page keeps for QUESTION, and why (no model needed)."""
+def explain(doc, question, keep, tile_px, max_tiles, model, tie_dir, device, fmt, output, pages_spec, password, dpi,
+            ocr_engine, ocr_lang):
+    """Show which tiles each page keeps for QUESTION, and why (no model needed).
+
+    With --model or --tie the model is loaded and its visual relevance score joins the
+    others, on the model's own tiles, as `docq ask` would use them."""
     import json
 
     from docvqa_cli import explain as explain_mod
@@ -313,7 +322,14 @@ def explain(doc, question, keep, tile_px, max_tiles, fmt, output, pages_spec, pa
     if output:
         explain_mod.check_output(output)
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)
-    result = explain_mod.explain(doc, question, pages, keep=keep, tile_px=tile_px, max_tiles=max_tiles)
+    visual = None
+    if model or tie_dir:
+        from docvqa_cli import pipeline
+
+        backend, visual = pipeline.open_backend(model, device, "auto", False, tie_dir, True)
+        tile_px, max_tiles = tile_px or backend.tile_px, max_tiles or backend.max_tiles
+    result = explain_mod.explain(doc, question, pages, keep=keep, tile_px=tile_px or 512,
+                                 max_tiles=max_tiles or 12, visual=visual)
     if fmt == "json":
         click.echo(json.dumps(explain_mod.to_json(result), ensure_ascii=False))
     else:

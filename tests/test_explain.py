@@ -99,3 +99,17 @@ def test_explain_on_a_real_invoice_keeps_the_total(python, docq_env):
     value = min(words, key=lambda w: abs((w[1] + w[3]) / 2 - (label.y0 + label.y1) / 2))
     box = value[:4]
     assert any(t["kept"] and inside(box, t["box"]) for t in tiles)
+
+
+def test_explain_with_a_model_adds_its_visual_score(invoice_pdf, tmp_path, python, docq_env):
+    from _tiny_models import build_idefics3
+
+    model = build_idefics3(tmp_path / "tiny")
+    r = run(python, docq_env, invoice_pdf, "What is the total amount?", "--format", "json", "--model", model,
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    page = json.loads(r.stdout)["pages"][0]
+    assert all(0 <= t["parts"]["visual"] <= 1 for t in page["tiles"])
+    assert len({t["parts"]["visual"] for t in page["tiles"]}) > 1  # a score per tile, not one constant
+    plain = json.loads(run(python, docq_env, invoice_pdf, "What is the total amount?", "--format", "json").stdout)
+    assert all("visual" not in t["parts"] for t in plain["pages"][0]["tiles"])
