@@ -837,8 +837,12 @@ def select(scores: list[TileScore], keep: float = DEFAULT_KEEP) -> list[TileScor
 
     Keeps ``ceil(keep x len(scores))`` tiles over the whole document: first the best tile
     of each page that has a positive score (best pages first while the budget lasts), then
-    the highest scores anywhere; ties go to the earlier tile in reading order. Each page's
-    overview always goes along with its kept tiles; that is the caller's part.
+    the highest scores anywhere; ties go to the earlier tile in reading order. When the
+    positive scores run out, the rest of the budget goes to the tiles nearest the kept ones
+    on pages already kept (a value often sits beside its label), and only then to other
+    pages, so a long document spends its budget on the pages that matter rather than on the
+    first pages. Each page's overview always goes along with its kept tiles; that is the
+    caller's part.
     """
     n = budget(len(scores), keep)
     for s in scores:
@@ -854,9 +858,25 @@ def select(scores: list[TileScore], keep: float = DEFAULT_KEEP) -> list[TileScor
             s.kept = True
             kept.append(s)
     for s in ranked:
-        if len(kept) >= n:
+        if len(kept) >= n or s.score <= 0:
             break
         if not s.kept:
+            s.kept = True
+            kept.append(s)
+    if len(kept) < n:
+        anchors: dict[int, list] = {}
+        for s in kept:
+            anchors.setdefault(s.tile.page_number, []).append(s.tile)
+
+        def nearness(s: TileScore):
+            t = s.tile
+            near = anchors.get(t.page_number)
+            if not near:
+                return (1, 0, t.key)
+            return (0, min(abs(t.row - u.row) + abs(t.col - u.col) for u in near), t.key)
+
+        rest = sorted((s for s in scores if not s.kept), key=nearness)
+        for s in rest[: n - len(kept)]:
             s.kept = True
             kept.append(s)
     return sorted(kept, key=lambda s: s.tile.key)

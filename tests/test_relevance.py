@@ -213,3 +213,30 @@ def test_select_rejects_bad_keep():
         relevance.select(fake_scores([[0.1] * 16]), 0)
     with pytest.raises(ValueError):
         relevance.select(fake_scores([[0.1] * 16]), 1.5)
+
+
+def test_a_long_document_spends_its_budget_on_the_page_that_matters(tmp_path):
+    import pymupdf
+
+    from docvqa_cli import documents, relevance, tiles
+
+    pdf = tmp_path / "contract.pdf"
+    doc = pymupdf.open()
+    for n in range(1, 5):
+        page = doc.new_page(width=595, height=842)
+        for i in range(6):
+            page.insert_text((72, 100 + 90 * i), f"Clause {n}.{i}: the parties agree to cooperate in good faith.",
+                             fontsize=10)
+        if n == 3:
+            page.insert_text((300, 500), "Monthly fee payable: EUR 4,750.00", fontsize=10)
+    doc.save(pdf)
+    pages = documents.load(str(pdf), dpi=100)
+    all_tiles = [t for p in pages for t in tiles.split(p, tile_px=256, max_tiles=12)]
+    scores = relevance.score("What is the monthly fee?", all_tiles)
+    kept = relevance.select(scores, 0.25)
+    assert len(kept) == relevance.budget(len(all_tiles), 0.25)
+    per_page = {p.number: sum(s.tile.page is p for s in kept) for p in pages}
+    assert per_page[3] == len(kept)  # every kept tile, and so the only overview, on page 3
+    fee = next(w for w in pages[2].words if w.text == "4,750.00")
+    assert any(s.tile.page.number == 3 and s.tile.contains(fee.box) for s in kept)
+    # The zero-score filler went next to the kept tile on page 3, not to page 1 in reading order.
