@@ -167,3 +167,55 @@ def test_prompt_settings_are_read_and_left_out_of_the_prompt():
     assert prompts.max_new_tokens("{question}") == prompts.DEFAULT_MAX_NEW_TOKENS
     with pytest.raises(Exception, match="max_new_tokens"):
         prompts.settings("# max_new_tokens: many\n{question}")
+
+
+def test_overview_features_are_reused_with_the_same_tokens(backend, pages):
+    if not getattr(backend, "reuse_overviews", False):
+        pytest.skip(f"{backend.family}: overviews are encoded with every question (see its module)")
+    items = items_for(backend, pages)
+    inputs = [backend._preprocess(q, v, PROMPT) for q, v in items]
+    backend.reuse_overviews = False
+    try:
+        fresh = backend.forward_batch(inputs, NEW)
+    finally:
+        backend.reuse_overviews = True
+    backend._overview_features.clear()
+    seen = []
+    hook = backend.model.model.vision_model.register_forward_hook(
+        lambda m, a, kw, out: seen.append(kw["pixel_values"].shape[0]), with_kwargs=True)
+    try:
+        first = backend.forward_batch(inputs, NEW)
+        again = backend.forward_batch(inputs, NEW)
+    finally:
+        hook.remove()
+    images = sum(i["images_encoded"] for i in inputs)
+    tiles_only = sum(len(v.tiles) for _, views in items for v in views)
+    assert seen == [tiles_only + 2, tiles_only]  # the 2 pages' overviews are encoded once
+    for a, b, c in zip(fresh, first, again):
+        assert a["tokens"].tolist() == b["tokens"].tolist() == c["tokens"].tolist()
+        torch.testing.assert_close(c["logprobs"], a["logprobs"], atol=1e-4, rtol=1e-4)
+
+
+def test_tie_batches_condition_each_item_on_its_own_question(backend, pages, tmp_path):
+    from docvqa_cli.tune import use_tie
+    from docvqa_cli.vlm.tie import Tie
+
+    fresh = load_backend(backend.name, device="cpu", quant="none", say=lambda line: None)
+    made = Tie.create(fresh.model, fresh.name, tokenizer=fresh._tokenizer(), every=1)
+    with torch.no_grad():
+        for block in made.adapters.blocks.values():
+            block.gate.fill_(0.5)
+    made.save(tmp_path / "tie")
+    made.detach()
+    items = items_for(fresh, pages)
+    plain = fresh.answer_batch(items, PROMPT, NEW)
+    tied = use_tie(fresh, tmp_path / "tie")
+    one = [tied.answer(q, v, PROMPT, NEW) for q, v in items]
+    many = tied.answer_batch(items, PROMPT, NEW)
+    assert [g.text for g in many] == [g.text for g in one]
+    for g1, g2 in zip(one, many):
+        if g1.confidence is not None:
+            assert g2.confidence == pytest.approx(g1.confidence, rel=1e-4)
+    # the adapters do change what the model sees
+    assert [g.confidence for g in one] != [g.confidence for g in plain]
+    tied.tie.detach()

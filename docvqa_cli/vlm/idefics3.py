@@ -191,7 +191,8 @@ class Idefics3Backend(Backend):
         whole batch and the overviews not cached yet are encoded in one call."""
         import torch
 
-        todo, where = [], []  # (pixels, mask) to encode; per image: ("new", k) or ("cached", feats)
+        todo, where = [], []  # (pixels, mask) to encode; per image: ("new", k, overview) or ("cached", feats)
+        pending: dict[int, int] = {}  # id(overview) -> its index in todo (an overview shared in the batch)
         for item in inputs:
             pv, pm = item["pixel_values"][0], item["pixel_attention_mask"][0]
             places = []
@@ -200,7 +201,11 @@ class Idefics3Backend(Backend):
                 if hit is not None and hit[0] is ov:
                     self._overview_features.move_to_end(id(ov))
                     places.append(("cached", hit[1]))
+                elif ov is not None and id(ov) in pending:
+                    places.append(("new", pending[id(ov)], ov))
                 else:
+                    if ov is not None:
+                        pending[id(ov)] = len(todo)
                     places.append(("new", len(todo), ov))
                     todo.append((pv[j], pm[j]))
             where.append(places)
