@@ -8,6 +8,7 @@ the images are padded.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -219,3 +220,39 @@ def test_tie_batches_condition_each_item_on_its_own_question(backend, pages, tmp
     # the adapters do change what the model sees
     assert [g.confidence for g in one] != [g.confidence for g in plain]
     tied.tie.detach()
+
+
+def test_ask_batch_size_and_decode_options_give_the_same_records(tmp_path, invoice_pdf, monkeypatch):
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    folder = build_idefics3(tmp_path / "tiny")
+    monkeypatch.setenv("NO_COLOR", "1")
+    questions = ["What is the total due?", "What is the invoice number?", "Date?"]
+    outs = []
+    for extra in (["--batch-size", "1", "--decode", "plain"], ["--batch-size", "3", "--decode", "static"]):
+        result = CliRunner().invoke(main, ["ask", str(invoice_pdf), *questions, "--model", str(folder),
+                                           "--device", "cpu", "--max-new-tokens", "4", *extra])
+        assert result.exit_code == 0, result.stderr
+        outs.append([json.loads(line) for line in result.stdout.splitlines()])
+    drop = ("seconds", "confidence")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in outs[0]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in outs[1]]
+    result = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Q?", "--model", str(folder), "--device", "cpu",
+                                       "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size" in result.stderr
+
+
+def test_default_batch_size_and_decode_policy(backend):
+    from docvqa_cli.vlm import load
+
+    assert load.default_batch_size(backend) == load.CPU_BATCH_SIZE
+    assert load.resolve_decode("auto", "cpu") == "plain" and load.resolve_decode("auto", "cuda") == "static"
+    assert load.resolve_decode("static", "cpu") == "static"
+    text = getattr(backend.model.config, "text_config", backend.model.config)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    tokens = 13 * backend.image_tokens_per_image + 300 + 48
+    kv = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 2 * tokens
+    assert load.question_bytes(backend) > kv  # at least its KV cache
+    assert load.question_bytes(backend, images=7) < load.question_bytes(backend, images=13)
