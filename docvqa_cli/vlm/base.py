@@ -112,6 +112,7 @@ class Backend:
     batches: ClassVar[bool] = False  # forward_batch runs several items in one padded generate
     image_tokens_per_image: int = 256  # for the batch-size estimate (families set their own)
     decode: str = "plain"  # "plain" (dynamic KV cache) or "static" (static cache, compiled on CUDA)
+    min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
     tie: Any = None  # TIE adapters (tune.use_tie), or None
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
@@ -204,6 +205,8 @@ class Backend:
             eos_token_id=list(eos_ids) or None,
             pad_token_id=pad_id,
         )
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = min(self.min_new_tokens, max_new_tokens)
         if stop == "newline":
             from transformers import StoppingCriteriaList
 
