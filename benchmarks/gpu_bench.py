@@ -363,8 +363,8 @@ def main(argv=None) -> int:
         floor = rate / r["flops"]
         r["best_questions_per_s"], r["floor_questions_per_s"], r["share_of_floor"] = best, floor, best / floor
         by = ", ".join(f"{b}: {v['questions_per_s']:.2f}" for b, v in tp.items())
-        print(f"| {r['keep']} | {r['decode']} | {r['images']:.1f} | {r['prompt_tokens']:.0f} | {r["flops"] / 1e9:.3g} "
-              f"({r["vision_flops"] / 1e9:.3g}) | {r['latency_s']:.3f} | {r['first_token_s']:.3f} "
+        print(f"| {r['keep']} | {r['decode']} | {r['images']:.1f} | {r['prompt_tokens']:.0f} | {r['flops'] / 1e9:.3g} "
+              f"({r['vision_flops'] / 1e9:.3g}) | {r['latency_s']:.3f} | {r['first_token_s']:.3f} "
               f"| {r['ms_per_token']:.1f} | {by} | {best:.2f} | {floor:.1f} | {100 * best / floor:.1f}% |")
     best_of = {keep: max((r for r in results["rows"] if r["keep"] == keep), key=lambda r: r["best_questions_per_s"])
                for keep in (1.0, 0.5)}
