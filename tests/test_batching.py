@@ -256,3 +256,23 @@ def test_default_batch_size_and_decode_policy(backend):
     kv = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 2 * tokens
     assert load.question_bytes(backend) > kv  # at least its KV cache
     assert load.question_bytes(backend, images=7) < load.question_bytes(backend, images=13)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batches_and_compiled_static_decode_match_one_at_a_time(tmp_path, pages):
+    """On the GPU, in float32 (bf16 rounding differs with the batch shape): batch = single, and
+    transformers' compiled static-cache decode = the plain one."""
+    folder = build_idefics3(tmp_path / "tiny")
+    gpu = load_backend(str(folder), device="cuda", quant="none", say=lambda line: None)
+    gpu.model.float()
+    items = items_for(gpu, pages)
+    inputs = [gpu._preprocess(q, v, PROMPT) for q, v in items]
+    gpu.decode = "plain"
+    alone = [gpu.forward(i, NEW) for i in inputs]
+    batched = gpu.forward_batch(inputs, NEW)
+    gpu.decode = "static"
+    static = gpu.forward_batch(inputs, NEW)
+    for a, b, c in zip(alone, batched, static):
+        assert b["tokens"][: len(a["tokens"])].tolist() == a["tokens"].tolist()
+        assert c["tokens"].tolist() == b["tokens"].tolist()
