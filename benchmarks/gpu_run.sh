@@ -8,7 +8,8 @@
 # which runs (the download command from /work/.library/device/README.md):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+#     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+#     --platform manylinux_2_24_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 -d .whl \
 #     bitsandbytes==0.50.2 pymupdf==1.28.2 transformers==5.24.0
 # and trims the bitsandbytes wheel to its cpu and cuda130 libraries (43 MB -> ~4 MB: the other
 # .so files and their RECORD lines removed, re-zipped). transformers 5.24.0 replaces the image's
@@ -24,7 +25,8 @@ if [ "${1:-}" = "prepare" ]; then
   set -e
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 -d .whl \
     bitsandbytes==0.50.2 pymupdf==1.28.2 transformers==5.24.0
   python3 - <<'PY'
 import glob, os, zipfile
