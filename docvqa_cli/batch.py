@@ -777,7 +777,7 @@ def resume_hint(argv: Sequence[str] | None = None) -> str:
 
 
 def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int) -> Callable[[], AnswerFn]:
+                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerFn]:
     """The answer step of ``docq ask`` (``pipeline.answer_questions``), loaded on first need.
 
     ``open_backend()`` loads the model and returns (backend, visual scorer or None)."""
@@ -787,10 +787,12 @@ def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
 
         template = prompts.load(prompt)
         backend, visual = open_backend()
+        tokens = prompts.max_new_tokens(template, max_new_tokens)
+        size = pipeline.batch_size_for(backend, tokens, batch_size)
 
         def answer(pages, questions, keep):
             return pipeline.answer_questions(pages, questions, backend, keep=keep, prompt=template,
-                                             max_new_tokens=max_new_tokens, visual=visual)
+                                             max_new_tokens=tokens, visual=visual, batch_size=size)
 
         answer.model_name = backend.name
         return answer

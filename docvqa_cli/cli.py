@@ -150,11 +150,24 @@ def answer_options(fn):
     fn = click.option("--visual/--no-visual", "use_visual", default=None,
                       help="Add the model's visual relevance score to tile selection "
                            "(default: on with --tie, off otherwise).")(fn)
-    fn = click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=32, show_default=True)(fn)
+    fn = click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+                      help="Most tokens an answer may take (default: the prompt's own "
+                           "'# max_new_tokens:' line, else 32).")(fn)
     fn = click.option("--prompt", "prompt_spec", default="default", show_default=True,
                       help="A prompt name from prompts/ (default, grounded) or a template file with {question}.")(fn)
     fn = click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
                       help="Fraction of each document's tiles the model sees, in (0, 1].")(fn)
+    return fn
+
+
+def speed_options(fn):
+    """--batch-size, --decode: how many questions share a forward pass, and the decode loop."""
+    fn = click.option("--decode", type=click.Choice(["auto", "plain", "static"]), default="auto", show_default=True,
+                      help="static: transformers' static KV cache, compiled on CUDA; plain: the dynamic "
+                           "cache. auto: static on CUDA, plain on the CPU.")(fn)
+    fn = click.option("--batch-size", type=click.IntRange(1, 256), default=None,
+                      help="Questions answered in one padded forward (default: by free GPU memory on "
+                           "CUDA, up to 16; 4 on the CPU).")(fn)
     return fn
 
 
@@ -176,13 +189,15 @@ def output_options(fn):
 @click.argument("questions", nargs=-1, required=True)
 @model_options
 @answer_options
+@speed_options
 @output_options
 @click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
 @document_options
 @handle_errors
 def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens,
-        use_visual, fmt, output, csv_raw, annotate_out, pages_spec, password, dpi, ocr_engine, ocr_lang):
+        use_visual, batch_size, decode, fmt, output, csv_raw, annotate_out, pages_spec, password, dpi, ocr_engine,
+        ocr_lang):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
     from docvqa_cli import pipeline, prompts
     from docvqa_cli.records import get_writer
@@ -190,7 +205,9 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
     template = prompts.load(prompt_spec)
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=data)
-    backend, visual = pipeline.open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual)
+    backend, visual = pipeline.open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, decode)
+    max_new_tokens = prompts.max_new_tokens(template, max_new_tokens)
+    batch_size = pipeline.batch_size_for(backend, max_new_tokens, batch_size)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     failed = False
     records = []
@@ -198,7 +215,8 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
         writer = get_writer(fmt, stream, csv_raw=csv_raw)
         numbered = [(str(i), q) for i, q in enumerate(questions, 1)]
         for record in pipeline.answer_questions(pages, numbered, backend, keep=keep, prompt=template,
-                                                max_new_tokens=max_new_tokens, doc=doc, visual=visual):
+                                                max_new_tokens=max_new_tokens, doc=doc, visual=visual,
+                                                batch_size=batch_size):
             writer.write(record)
             records.append(record)
             failed = failed or record.error is not None
@@ -357,6 +375,7 @@ def explain(doc, question, keep, tile_px, max_tiles, model, tie_dir, device, fmt
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
 @model_options
 @answer_options
+@speed_options
 @click.option("--csv-raw", is_flag=True,
               help="CSV: write cells as they are, without the spreadsheet formula guard.")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
@@ -364,8 +383,8 @@ def explain(doc, question, keep, tile_px, max_tiles, model, tie_dir, device, fmt
 @document_options
 @handle_errors
 def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, model, device, quant,
-          trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens, use_visual, csv_raw, annotate_dir,
-          pages_spec, password, dpi, ocr_engine, ocr_lang):
+          trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens, use_visual, batch_size, decode, csv_raw,
+          annotate_dir, pages_spec, password, dpi, ocr_engine, ocr_lang):
     """Answer every question of QUESTIONS over every document of DOCS, resumably.
 
     QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
@@ -391,8 +410,9 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
             questions, paths, load=load, output=out, serialiser=batch_mod.Serialiser(fmt, csv_raw=csv_raw), keep=keep,
             jobs=jobs, annotate_dir=annotate_dir, password=password,
             answerer=batch_mod.model_answerer(
-                functools.partial(pipeline.open_backend, model, device, quant, trust_remote_code, tie_dir, use_visual),
-                prompt_spec, max_new_tokens),
+                functools.partial(pipeline.open_backend, model, device, quant, trust_remote_code, tie_dir, use_visual,
+                                  decode),
+                prompt_spec, max_new_tokens, batch_size),
             model_name=model, progress=not quiet and (progress or sys.stderr.isatty()),
         )
     finally:

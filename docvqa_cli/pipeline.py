@@ -7,12 +7,25 @@ each page that has kept tiles (its overview plus its kept tiles; a page with no 
 not shown at all, so a long document costs one overview per page the question touches, not
 per page), answer, find the answer's words on the page, and build the record.
 
-A question that fails becomes a record with ``error`` set; the others go on.
+Batching: the questions are scored and their views built one by one (cheap, on the CPU),
+then answered ``batch_size`` at a time by ``backend.answer_batch`` (one padded forward; the
+same greedy answers as one at a time). ``answer_pairs`` does the same for questions of
+several documents at once (batch mode): a ``Job`` carries its document's pages and, shared
+by all the jobs of one document, its tiles (``document_tiles``) and overview cache. A
+record's ``seconds`` is its own scoring and grounding time plus an equal share of its
+batch's model time. If a batch fails as a whole, its questions are retried one at a time,
+so a failure stays with the question that caused it.
+
+``max_new_tokens=None`` takes the prompt's own ``# max_new_tokens:`` (``prompts.settings``),
+else ``prompts.DEFAULT_MAX_NEW_TOKENS``. ``batch_size=None`` is 1 here; the commands pass
+``vlm.load.default_batch_size(backend)`` (free GPU memory on CUDA, a small fixed number on
+the CPU).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles
@@ -22,14 +35,33 @@ from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
 DEFAULT_KEEP = 0.5
-DEFAULT_MAX_NEW_TOKENS = 32
+DEFAULT_MAX_NEW_TOKENS = 32  # = prompts.DEFAULT_MAX_NEW_TOKENS; a prompt may declare its own
 
 
-def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual):
-    """Load the model once (with TIE adapters if given); return (backend, visual scorer or None)."""
-    from docvqa_cli.vlm.load import load_backend
+@dataclass
+class Job:
+    """One (document, question) pair. Jobs of one document share ``tiles`` and ``overviews``."""
+
+    doc: str
+    pages: list[Page]
+    question_id: str
+    question: str
+    tiles: list[Tile] | None = None  # document_tiles(pages, backend); computed if None
+    overviews: dict = field(default_factory=dict)  # page number -> overview image (filled as needed)
+
+
+def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
+    """All tiles of a document at the backend's tile size (once per document)."""
+    return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
+
+
+def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, decode="auto"):
+    """Load the model once (with TIE adapters if given) and set its decode loop; return
+    (backend, visual scorer or None). The visual scorer is on with --tie unless --no-visual."""
+    from docvqa_cli.vlm.load import load_backend, resolve_decode
 
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
+    backend.decode = resolve_decode(decode, backend.device)
     if tie_dir:
         from docvqa_cli import tune as tune_mod
 
@@ -40,6 +72,13 @@ def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual):
 
         visual = tune_mod.visual_scorer(backend)
     return backend, visual
+
+
+def batch_size_for(backend, max_new_tokens: int, batch_size: int | None = None) -> int:
+    """``--batch-size`` if given, else what the device affords (``load.default_batch_size``)."""
+    from docvqa_cli.vlm.load import default_batch_size
+
+    return batch_size or default_batch_size(backend, max_new_tokens)
 
 
 def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object], overview_px: int) -> list[PageView]:
@@ -66,37 +105,135 @@ def answer_questions(
     backend: Backend,
     keep: float = DEFAULT_KEEP,
     prompt: str | None = None,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    max_new_tokens: int | None = None,
     doc: str | None = None,
     visual=None,
+    batch_size: int | None = None,
 ) -> Iterator[Answer]:
     """One record per (question_id, question), in order. ``prompt`` is a template text
     (``prompts.load``); ``doc`` is the path as the user gave it (default: the pages' doc);
-    ``visual`` is the backend's visual relevance scorer for ``relevance.score``, if any."""
+    ``visual`` is the backend's visual relevance scorer for ``relevance.score``, if any;
+    ``batch_size`` questions are answered in one forward (None: 1)."""
+    doc = doc if doc is not None else (pages[0].doc if pages else "")
+    shared_tiles = document_tiles(pages, backend)
+    overviews: dict[int, object] = {}
+    jobs = (Job(doc, pages, str(qid), question, shared_tiles, overviews) for qid, question in questions)
+    yield from answer_pairs(jobs, backend, keep=keep, prompt=prompt, max_new_tokens=max_new_tokens,
+                            visual=visual, batch_size=batch_size)
+
+
+@dataclass
+class _Prepared:
+    job: Job
+    record: Answer
+    start: float
+    kept: list[Tile] = field(default_factory=list)
+    views: list[PageView] = field(default_factory=list)
+    own: float = 0.0  # seconds spent on this question outside the model
+
+
+def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
+    start = time.perf_counter()
+    if job.tiles is None:
+        job.tiles = document_tiles(job.pages, backend)
+    record = Answer(doc=job.doc, question_id=str(job.question_id), question=job.question,
+                    tiles_total=len(job.tiles), model=backend.name)
+    prep = _Prepared(job, record, start)
+    try:
+        scores = relevance.score(job.question, job.tiles, visual=visual)
+        prep.kept = [s.tile for s in relevance.select(scores, keep)]
+        prep.views = page_views(job.pages, prep.kept, job.overviews, backend.tile_px)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        record.error = _one_line(exc)
+    prep.own = time.perf_counter() - start
+    return prep
+
+
+def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
+    record = prep.record
+    start = time.perf_counter()
+    try:
+        match = grounding.locate(generation.text, prep.job.pages, kept=prep.kept, model_boxes=generation.boxes)
+        record.answer = generation.text
+        record.confidence = None if generation.confidence is None else round(generation.confidence, 4)
+        views = prep.views
+        record.page = match.page if match else (views[0].page.number if len(views) == 1 else None)
+        record.boxes = boxes_of(match)
+        record.tiles_kept = len(prep.kept)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        record.error = _one_line(exc)
+    record.seconds = round(prep.own + model_seconds + time.perf_counter() - start, 3)
+    return record
+
+
+def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int) -> list[Answer]:
+    """Answer the prepared questions of one batch; records in order."""
+    ready = [p for p in group if p.record.error is None]
+    generations: dict[int, object] = {}
+    errors: dict[int, str] = {}
+    seconds: dict[int, float] = {}
+    if ready:
+        t0 = time.perf_counter()
+        try:
+            gens = backend.answer_batch([(p.job.question, p.views) for p in ready], template, max_new_tokens)
+            share = (time.perf_counter() - t0) / len(ready)
+            for p, g in zip(ready, gens):
+                generations[id(p)], seconds[id(p)] = g, share
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if len(ready) == 1:
+                errors[id(ready[0])] = _one_line(exc)
+                seconds[id(ready[0])] = time.perf_counter() - t0
+            else:  # one at a time, so the failure stays with its question
+                for p in ready:
+                    t1 = time.perf_counter()
+                    try:
+                        generations[id(p)] = backend.answer(p.job.question, p.views, template, max_new_tokens)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as exc1:
+                        errors[id(p)] = _one_line(exc1)
+                    seconds[id(p)] = time.perf_counter() - t1
+    out = []
+    for p in group:
+        if id(p) in generations:
+            out.append(_finish(p, generations[id(p)], seconds[id(p)]))
+            continue
+        if id(p) in errors:
+            p.record.error = errors[id(p)]
+        p.record.seconds = round(p.own + seconds.get(id(p), 0.0), 3)
+        out.append(p.record)
+    return out
+
+
+def answer_pairs(
+    jobs: Iterable[Job],
+    backend: Backend,
+    keep: float = DEFAULT_KEEP,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    visual=None,
+    batch_size: int | None = None,
+) -> Iterator[Answer]:
+    """One record per job, in order, ``batch_size`` jobs (of any documents) per forward.
+
+    Records come out a batch at a time; a caller that writes them as they come (resume)
+    loses at most one batch on an interrupt."""
     from docvqa_cli import prompts
 
     template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
-    doc = doc if doc is not None else (pages[0].doc if pages else "")
-    all_tiles = [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
-    overviews: dict[int, object] = {}
-    for qid, question in questions:
-        start = time.perf_counter()
-        record = Answer(doc=doc, question_id=str(qid), question=question, tiles_total=len(all_tiles),
-                        model=backend.name)
-        try:
-            scores = relevance.score(question, all_tiles, visual=visual)
-            kept = [s.tile for s in relevance.select(scores, keep)]
-            views = page_views(pages, kept, overviews, backend.tile_px)
-            generation = backend.answer(question, views, template, max_new_tokens)
-            match = grounding.locate(generation.text, pages, kept=kept, model_boxes=generation.boxes)
-            record.answer = generation.text
-            record.confidence = None if generation.confidence is None else round(generation.confidence, 4)
-            record.page = match.page if match else (views[0].page.number if len(views) == 1 else None)
-            record.boxes = boxes_of(match)
-            record.tiles_kept = len(kept)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failed question must not stop the others
-            record.error = _one_line(exc)
-        record.seconds = round(time.perf_counter() - start, 3)
-        yield record
+    max_new_tokens = prompts.max_new_tokens(template, max_new_tokens)
+    size = max(1, int(batch_size or 1))
+    group: list[_Prepared] = []
+    for job in jobs:
+        group.append(_prepare(job, backend, keep, visual))
+        if len(group) >= size:
+            yield from _answer_group(group, backend, template, max_new_tokens)
+            group = []
+    if group:
+        yield from _answer_group(group, backend, template, max_new_tokens)

@@ -165,7 +165,7 @@ def test_answer_is_well_formed_and_confidence_is_the_geometric_mean(backend, pag
     outputs = backend.forward(inputs, 4)
     gen = backend.postprocess(outputs, inputs)
     assert isinstance(gen.text, str) and gen.text == gen.text.strip()
-    ids = outputs["ids"].tolist()
+    ids = outputs["tokens"].tolist()
     n = next((i for i, t in enumerate(ids) if t in backend.eos_ids), len(ids))
     if n == 0:
         assert gen.confidence is None
@@ -173,7 +173,7 @@ def test_answer_is_well_formed_and_confidence_is_the_geometric_mean(backend, pag
     assert 0.0 < gen.confidence <= 1.0
     # Re-score the generated tokens with one plain forward pass: same probabilities.
     mi = inputs["model_inputs"]
-    full = torch.cat([mi["input_ids"], outputs["ids"][None, :n]], dim=1)
+    full = torch.cat([mi["input_ids"], outputs["tokens"][None, :n]], dim=1)
     with torch.inference_mode():
         logits = backend.model(
             input_ids=full,

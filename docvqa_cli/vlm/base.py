@@ -4,6 +4,21 @@ A backend is split like a Hugging Face pipeline: ``preprocess`` builds the input
 text, the overview(s) and the kept tiles only), ``forward`` runs the model (the only step
 that touches the device), ``postprocess`` turns ids into a ``Generation``. ``answer`` runs
 the three in order. Families subclass ``Backend`` and register in ``vlm/load.py``.
+
+Batching: ``answer_batch(items, prompt, max_new_tokens)`` answers several (question, views)
+items in one padded ``generate`` when the family implements ``forward_batch`` (left
+padding, so every row's last prompt token sits at the same place); greedy tokens are the
+same as one at a time. The base class loops over ``answer`` otherwise. With TIE adapters
+(``backend.tie``) a batch is conditioned per item (``tie.condition(questions, groups=...)``)
+where the family can say which image belongs to which item (``tie_groups``), else it is
+answered one at a time.
+
+Decoding (``generate_rows``, shared by the families): greedy, stopping at the model's end
+tokens and, when the prompt declares ``# stop: newline``, at the first line break after some
+text; ``decode = "static"`` uses transformers' static KV cache (``cache_implementation=
+"static"``), which transformers compiles itself on CUDA; ``"plain"`` is the dynamic cache.
+The chosen tokens' log-probabilities are taken on the device, so only a few numbers per
+token come back to the CPU.
 """
 
 from __future__ import annotations
@@ -47,6 +62,45 @@ class Generation:
     boxes: list[ModelBox] = field(default_factory=list)
 
 
+DECODES = ("auto", "plain", "static")
+STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
+
+
+def first_line(text: str) -> str:
+    """The text up to its first line break after some text (the ``stop: newline`` answer)."""
+    text = text.lstrip()
+    return text.split("\n", 1)[0].strip()
+
+
+def confidence_from_logprobs(logprobs: list[float]) -> float | None:
+    """Geometric mean of the chosen tokens' probabilities; None if no token."""
+    if not logprobs:
+        return None
+    return float(math.exp(sum(logprobs) / len(logprobs)))
+
+
+def _newline_stop(newline_ids, blank_ids):
+    """A stopping criterion: a row stops at a token with a line break once it has some text."""
+    from transformers import StoppingCriteria
+
+    class NewlineStop(StoppingCriteria):
+        def __init__(self):
+            self.seen = None
+
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            last = input_ids[:, -1]
+            newline = newline_ids.to(last.device)
+            blank = blank_ids.to(last.device)
+            if self.seen is None or self.seen.shape[0] != last.shape[0]:
+                self.seen = torch.zeros(last.shape[0], dtype=torch.bool, device=last.device)
+            self.seen |= ~torch.isin(last, blank)
+            return torch.isin(last, newline) & self.seen
+
+    return NewlineStop()
+
+
 class Backend:
     """Base class of model families. Subclasses set the class attributes and the 3 steps."""
 
@@ -55,12 +109,18 @@ class Backend:
     tile_px: int = 512  # the tile size the model wants (its native crop size)
     max_tiles: int = 12
     can_ground: bool = False  # whether prompts may ask it for boxes
+    batches: ClassVar[bool] = False  # forward_batch runs several items in one padded generate
+    image_tokens_per_image: int = 256  # for the batch-size estimate (families set their own)
+    decode: str = "plain"  # "plain" (dynamic KV cache) or "static" (static cache, compiled on CUDA)
+    min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
+    tie: Any = None  # TIE adapters (tune.use_tie), or None
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model
         self.processor = processor
         self.name = name
         self.device = device
+        self._vocab_sets = None
 
     def preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         raise NotImplementedError
@@ -71,10 +131,140 @@ class Backend:
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
         raise NotImplementedError
 
-    def answer(self, question: str, views: list[PageView], prompt: str, max_new_tokens: int = 32) -> Generation:
+    def forward_batch(self, inputs: list[dict], max_new_tokens: int) -> list[dict]:
+        """Several preprocessed items in one padded generate (families with ``batches``)."""
+        return [self.forward(i, max_new_tokens) for i in inputs]
+
+    def tie_groups(self, inputs: list[dict]):
+        """For TIE in a batch: the item of each image the encoder sees, or None if unknown."""
+        return None
+
+    def _preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
+        from docvqa_cli import prompts
+
         inputs = self.preprocess(question, views, prompt)
+        inputs.setdefault("stop", prompts.settings(prompt).stop)
+        return inputs
+
+    def answer(self, question: str, views: list[PageView], prompt: str, max_new_tokens: int = 32) -> Generation:
+        inputs = self._preprocess(question, views, prompt)
         outputs = self.forward(inputs, max_new_tokens)
         return self.postprocess(outputs, inputs)
+
+    def answer_batch(self, items: list[tuple[str, list[PageView]]], prompt: str,
+                     max_new_tokens: int = 32) -> list[Generation]:
+        """One ``Generation`` per (question, views) item, in order; the same greedy answers as
+        ``answer`` one at a time, in one padded forward where the family can."""
+        items = list(items)
+        tie = getattr(self, "tie", None)
+        if len(items) <= 1 or not self.batches:
+            return [self.answer(q, v, prompt, max_new_tokens) for q, v in items]
+        inputs = [self._preprocess(q, v, prompt) for q, v in items]
+        if tie is None:
+            outputs = self.forward_batch(inputs, max_new_tokens)
+        else:
+            groups = self.tie_groups(inputs)
+            if groups is None:  # the family cannot say which image is whose: one at a time
+                return [self.answer(q, v, prompt, max_new_tokens) for q, v in items]
+            import torch
+
+            with torch.no_grad(), tie.condition([q for q, _ in items], groups=groups):
+                outputs = self.forward_batch(inputs, max_new_tokens)
+        return [self.postprocess(o, i) for o, i in zip(outputs, inputs)]
+
+    # --- decoding, shared by the families ----------------------------------------------------
+
+    def _tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def vocab_sets(self):
+        """(ids of tokens holding a line break, ids of whitespace-only tokens), as tensors."""
+        if self._vocab_sets is None:
+            import torch
+
+            tok = self._tokenizer()
+            n = len(tok)
+            texts = tok.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+            newline = [i for i, t in enumerate(texts) if "\n" in t]
+            blank = [i for i, t in enumerate(texts) if not t.strip()]
+            self._vocab_sets = (torch.tensor(newline, dtype=torch.long), torch.tensor(blank, dtype=torch.long))
+        return self._vocab_sets
+
+    def generate_rows(self, tensors: dict, max_new_tokens: int, stop: str, eos_ids: list[int],
+                      pad_id: int) -> list[dict]:
+        """Greedy generate over a left-padded batch: per row, the new token ids and their
+        log-probabilities (CPU), up to and including the stop token."""
+        import torch
+
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            output_logits=True,
+            return_dict_in_generate=True,
+            eos_token_id=list(eos_ids) or None,
+            pad_token_id=pad_id,
+        )
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = min(self.min_new_tokens, max_new_tokens)
+        if stop == "newline":
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_newline_stop(*self.vocab_sets())])
+        if self.decode == "static":
+            kwargs["cache_implementation"] = "static"
+        with torch.inference_mode():
+            out = self.model.generate(**tensors, **kwargs)
+        prompt_len = tensors["input_ids"].shape[1] if "input_ids" in tensors else 0
+        new = out.sequences[:, prompt_len:]
+        steps = min(len(out.logits), new.shape[1])
+        if steps:
+            logp = torch.stack([
+                torch.log_softmax(out.logits[i].float(), dim=-1).gather(1, new[:, i:i + 1].to(out.logits[i].device))[:, 0]
+                for i in range(steps)
+            ], dim=1).cpu()
+        else:
+            logp = torch.zeros(new.shape[0], 0)
+        new = new.cpu()
+        return [{"tokens": new[b, :steps], "logprobs": logp[b]} for b in range(new.shape[0])]
+
+    def finish(self, tokens: list[int], logprobs: list[float], stop_ids, stop: str) -> tuple[str, float | None]:
+        """The answer text and confidence of one row: tokens up to the first end token; with
+        ``stop == "newline"`` the text's first line (its closing line-break token not counted)."""
+        n = next((i for i, t in enumerate(tokens) if t in stop_ids), len(tokens))
+        tok = self._tokenizer()
+        if stop == "newline" and n:
+            newline, blank = self.vocab_sets()
+            blank_set = set(blank.tolist())
+            if tokens[n - 1] in set(newline.tolist()) and tokens[n - 1] in blank_set and any(
+                t not in blank_set for t in tokens[: n - 1]
+            ):
+                n -= 1
+        text = tok.decode(tokens[:n], skip_special_tokens=True)
+        if stop == "newline":
+            text = first_line(text)
+        return text, confidence_from_logprobs(list(logprobs[:n]))
+
+    def pad_multiple(self) -> int:
+        """Left-pad prompts to a multiple of this (static decode: fewer cache shapes to compile)."""
+        return STATIC_PAD_MULTIPLE if self.decode == "static" else 1
+
+
+def left_pad(rows: list, pad_value, multiple: int = 1):
+    """(B, T) tensor of 1-D rows (each (1, L) or (L,)) padded on the left to a common length,
+    rounded up to ``multiple``; and the attention mask (0 on the padding)."""
+    import torch
+
+    rows = [r.reshape(-1) for r in rows]
+    longest = max(r.shape[0] for r in rows)
+    longest = -(-longest // multiple) * multiple
+    out = torch.full((len(rows), longest), pad_value, dtype=rows[0].dtype)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for b, r in enumerate(rows):
+        if r.shape[0]:
+            out[b, longest - r.shape[0]:] = r
+            mask[b, longest - r.shape[0]:] = 1
+    return out, mask
 
 
 def token_confidence(logits: list, tokens: list[int]) -> float | None:

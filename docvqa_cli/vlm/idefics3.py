@@ -9,6 +9,15 @@ its global image. ``pixel_values`` holds the kept tiles and the overviews only, 
 prompt writes the row/column markers of the kept tiles only (their place in the page's
 grid), so the vision encoder never sees a dropped tile.
 
+Batching (``forward_batch``): prompts are left-padded; each item's images are padded with
+all-zero images (which Idefics3 drops before its encoder) to a common count. The vision
+encoder runs once per batch over every kept tile of every item; a page's overview is encoded
+once and its image features (after the connector) are reused by every later question on that
+page, passed to ``generate`` as ``mm_encoder_outputs`` (transformers >= 5.20; older versions
+and TIE, whose encoder depends on the question, encode everything every time). Each image is
+encoded on its own (SigLIP attends within an image; the connector works per image), so the
+features are the same as in one encoder call over all images.
+
 Grids larger than the 6 x 6 markers the tokenizer has are mapped onto them proportionally.
 The processor is loaded as its image processor and tokenizer (not ``AutoProcessor``):
 SmolVLM's processor class needs ``num2words`` and a video processor that docq never uses.
@@ -16,12 +25,14 @@ SmolVLM's processor class needs ``num2words`` and a video processor that docq ne
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, token_confidence
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -29,6 +40,7 @@ IMAGE = "<image>"
 GLOBAL = "<global-img>"
 END_OF_UTTERANCE = "<end_of_utterance>"
 MAX_MARKER = 6  # the tokenizer has <row_1_col_1> .. <row_6_col_6>
+OVERVIEW_CACHE = 64  # pages whose overview features are kept (a few hundred KB each)
 
 
 def _marker_index(i: int, n: int) -> int:
@@ -63,6 +75,7 @@ class Idefics3Backend(Backend):
     model_types = ("idefics3", "smolvlm")
     max_tiles = 12
     can_ground = False
+    batches = True
     # Full module names (transformers 5 matches llm_int8_skip_modules from the start).
     keep_unquantized = ("model.vision_model", "model.connector", "lm_head")
 
@@ -79,6 +92,11 @@ class Idefics3Backend(Backend):
         gen_eos = model.generation_config.eos_token_id
         stop.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         self.stop_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
+        self.image_tokens_per_image = self.image_seq_len
+        # Reuse of overview features: on where generate takes pre-encoded images.
+        params = inspect.signature(model.forward).parameters
+        self.reuse_overviews = "mm_encoder_outputs" in params
+        self._overview_features: OrderedDict = OrderedDict()  # id(image) -> (image, features)
 
     @classmethod
     def load_processor(cls, name: str, **kwargs):
@@ -102,10 +120,12 @@ class Idefics3Backend(Backend):
 
     def preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         # Order must follow the prompt: each page's kept tiles, then its overview.
-        images = []
+        images, overviews = [], []
         for view in views:
             images.extend(tile.image for tile in view.tiles)
+            overviews.extend([None] * len(view.tiles))
             images.append(view.overview)
+            overviews.append(view.overview)
         text = self.chat_text(image_block(views, self.image_seq_len), prompts.render(prompt, question))
         pixels = self.image_processor(images=[images], do_image_splitting=False, return_tensors="pt")
         encoded = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -121,40 +141,121 @@ class Idefics3Backend(Backend):
             "pixel_attention_mask": pixels["pixel_attention_mask"],
             "image_tokens": image_tokens,
             "images_encoded": len(images),
+            "overviews": overviews,  # per image: the overview image object, None for a tile
         }
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
+        return self.forward_batch([inputs], max_new_tokens)[0]
+
+    def tie_groups(self, inputs: list[dict]):
+        import torch
+
+        return torch.tensor([b for b, item in enumerate(inputs) for _ in range(item["images_encoded"])])
+
+    def _vision_dtype(self):
+        return next(p.dtype for p in self.model.model.vision_model.parameters())
+
+    def _pixels(self, inputs: list[dict]):
+        """(B, N, 3, H, W) pixel values and (B, N, H, W) masks, padded with all-zero images."""
+        import torch
+
+        n = max(i["pixel_values"].shape[1] for i in inputs)
+        h = max(i["pixel_values"].shape[3] for i in inputs)
+        w = max(i["pixel_values"].shape[4] for i in inputs)
+        first = inputs[0]["pixel_values"]
+        pv = torch.zeros((len(inputs), n, first.shape[2], h, w), dtype=first.dtype)
+        pm = torch.zeros((len(inputs), n, h, w), dtype=inputs[0]["pixel_attention_mask"].dtype)
+        for b, item in enumerate(inputs):
+            v, m = item["pixel_values"][0], item["pixel_attention_mask"][0]
+            pv[b, : v.shape[0], :, : v.shape[2], : v.shape[3]] = v
+            pm[b, : m.shape[0], : m.shape[1], : m.shape[2]] = m
+        return pv, pm
+
+    def _encode(self, pixel_values, pixel_mask):
+        """Connector features (images, seq, D) of (N, 3, H, W) images, in one encoder call."""
         import torch
 
         device = self.model.device
-        dtype = next(p.dtype for p in self.model.model.vision_model.parameters())
-        tensors = {
-            "input_ids": inputs["input_ids"].to(device),
-            "attention_mask": inputs["attention_mask"].to(device),
-            "pixel_values": inputs["pixel_values"].to(device=device, dtype=dtype),
-            "pixel_attention_mask": inputs["pixel_attention_mask"].to(device),
-        }
         with torch.inference_mode():
-            out = self.model.generate(
-                **tensors,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                output_logits=True,
-                return_dict_in_generate=True,
-                eos_token_id=self.stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
+            out = self.model.model.get_image_features(
+                pixel_values[None].to(device=device, dtype=self._vision_dtype()),
+                pixel_mask[None].to(device),
+                return_dict=True,
             )
-        prompt_len = tensors["input_ids"].shape[1]
-        return {"tokens": out.sequences[0, prompt_len:].cpu(), "logits": [step[0].float().cpu() for step in out.logits]}
+        feats = out.pooler_output
+        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+        return feats.reshape(pixel_values.shape[0], self.image_seq_len, -1)
+
+    def _features(self, inputs: list[dict]) -> list:
+        """Per item, its images' features in prompt order (flat (n * seq, D)); the tiles of the
+        whole batch and the overviews not cached yet are encoded in one call."""
+        import torch
+
+        todo, where = [], []  # (pixels, mask) to encode; per image: ("new", k, overview) or ("cached", feats)
+        pending: dict[int, int] = {}  # id(overview) -> its index in todo (an overview shared in the batch)
+        for item in inputs:
+            pv, pm = item["pixel_values"][0], item["pixel_attention_mask"][0]
+            places = []
+            for j, ov in enumerate(item["overviews"]):
+                hit = self._overview_features.get(id(ov)) if ov is not None else None
+                if hit is not None and hit[0] is ov:
+                    self._overview_features.move_to_end(id(ov))
+                    places.append(("cached", hit[1]))
+                elif ov is not None and id(ov) in pending:
+                    places.append(("new", pending[id(ov)], ov))
+                else:
+                    if ov is not None:
+                        pending[id(ov)] = len(todo)
+                    places.append(("new", len(todo), ov))
+                    todo.append((pv[j], pm[j]))
+            where.append(places)
+        encoded = None
+        if todo:
+            h = max(p.shape[1] for p, _ in todo)
+            w = max(p.shape[2] for p, _ in todo)
+            pv = torch.zeros((len(todo), todo[0][0].shape[0], h, w), dtype=todo[0][0].dtype)
+            pm = torch.zeros((len(todo), h, w), dtype=todo[0][1].dtype)
+            for k, (p, m) in enumerate(todo):
+                pv[k, :, : p.shape[1], : p.shape[2]] = p
+                pm[k, : m.shape[0], : m.shape[1]] = m
+            encoded = self._encode(pv, pm)
+        rows = []
+        for places in where:
+            feats = []
+            for place in places:
+                if place[0] == "cached":
+                    feats.append(place[1])
+                    continue
+                f = encoded[place[1]]
+                if place[2] is not None:
+                    self._overview_features[id(place[2])] = (place[2], f)
+                    while len(self._overview_features) > OVERVIEW_CACHE:
+                        self._overview_features.popitem(last=False)
+                feats.append(f)
+            rows.append(torch.cat(feats, dim=0))
+        return rows
+
+    def forward_batch(self, inputs: list[dict], max_new_tokens: int) -> list[dict]:
+        device = self.model.device
+        ids, mask = left_pad([i["input_ids"] for i in inputs], self.tokenizer.pad_token_id, self.pad_multiple())
+        tensors = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if self.reuse_overviews and self.tie is None:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            tensors["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self._features(inputs))}
+        else:
+            pv, pm = self._pixels(inputs)
+            tensors["pixel_values"] = pv.to(device=device, dtype=self._vision_dtype())
+            tensors["pixel_attention_mask"] = pm.to(device)
+        stop = inputs[0].get("stop", "eos")
+        return self.generate_rows(tensors, max_new_tokens, stop, self.stop_ids, self.tokenizer.pad_token_id)
 
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
-        tokens = outputs["tokens"].tolist()
-        n = next((i for i, t in enumerate(tokens) if t in self.stop_ids), len(tokens))
-        text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip()
+        text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.stop_ids,
+                                       inputs.get("stop", "eos"))
         return Generation(
-            text=text,
-            confidence=token_confidence(outputs["logits"][:n], tokens[:n]),
+            text=text.strip(),
+            confidence=confidence,
             image_tokens=inputs["image_tokens"],
             images_encoded=inputs["images_encoded"],
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.vlm.base import Backend
+from docvqa_cli.vlm.base import DECODES, Backend
 
 # Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
 # (README, "Choosing the model"); its family is the Qwen module's.
@@ -32,6 +32,12 @@ DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 # Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
 DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
+# Questions per forward on the CPU. Measured on the 2-core dev machine with the tiny models
+# (benchmarks/RESULTS.md, "GPU speed"): batching helps a CPU little beyond filling its
+# cores, padding costs, and a record waits for its whole batch; 4 is the middle of 1..8.
+CPU_BATCH_SIZE = 4
+MAX_BATCH_SIZE = 16  # more rarely pays on one GPU for a ~2-4B model with a dozen images a question
+GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
 DEVICES = ("auto", "cuda", "cpu")
 QUANTS = ("auto", "4bit", "8bit", "none")
 
@@ -228,9 +234,12 @@ def load_backend(
     quant: str = "auto",
     trust_remote_code: bool = False,
     say: Callable[[str], None] = _say,
+    decode: str = "auto",
 ) -> Backend:
-    """Load ``model`` (hub id or folder; None = the default for the device) as its family's backend."""
+    """Load ``model`` (hub id or folder; None = the default for the device) as its family's backend.
+    ``decode`` (auto|plain|static) is how it decodes (``resolve_decode``)."""
     device = resolve_device(device)
+    decode = resolve_decode(decode, device)
     quant = resolve_quant(quant, device)
     if model is None:
         model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
@@ -268,4 +277,61 @@ def load_backend(
     except ImportError as exc:
         raise EnvironmentProblem(f"--model {model}: {_first_line(exc)}") from None
     net.eval()
-    return backend_cls(net, processor, model, torch.device(device))
+    backend = backend_cls(net, processor, model, torch.device(device))
+    backend.decode = decode
+    return backend
+
+
+def resolve_decode(decode: str, device) -> str:
+    """'plain' or 'static' for --decode auto|plain|static: auto is static on CUDA, plain on the CPU
+    (the static cache is compiled by transformers on CUDA only; on the CPU it only pads)."""
+    if decode not in DECODES:
+        raise UsageError(f"--decode must be one of {', '.join(DECODES)}, not {decode!r}")
+    kind = getattr(device, "type", device)
+    if decode == "auto":
+        return "static" if kind == "cuda" else "plain"
+    return decode
+
+
+def question_bytes(backend: Backend, max_new_tokens: int = 48, images: int = 13) -> int:
+    """A rough upper estimate of the GPU memory one question of a batch needs: its KV cache
+    (prompt of ``images`` images plus text, and the new tokens), the language model's
+    activations over the prompt at prefill, the vision encoder's over its images, and the
+    logits kept per new token."""
+    config = backend.model.config
+    text = getattr(config, "text_config", config)
+    vision = getattr(config, "vision_config", None)
+    hidden = int(getattr(text, "hidden_size", 2048))
+    layers = int(getattr(text, "num_hidden_layers", 24))
+    heads = int(getattr(text, "num_attention_heads", 16))
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    inter = int(getattr(text, "intermediate_size", 4 * hidden))
+    vocab = int(getattr(text, "vocab_size", 50000))
+    tokens = images * int(backend.image_tokens_per_image) + 300 + max_new_tokens
+    kv = 2 * layers * kv_heads * head_dim * 2 * tokens
+    prefill = tokens * (4 * hidden + 2 * inter) * 2
+    vision_bytes = 0
+    if vision is not None:
+        vh = int(getattr(vision, "hidden_size", 1024))
+        vi = int(getattr(vision, "intermediate_size", 4 * vh))
+        patches = 4 * int(backend.image_tokens_per_image)  # before merging / pixel shuffle
+        vision_bytes = images * patches * (4 * vh + 2 * vi) * 2
+    logits = max_new_tokens * vocab * 4
+    return int(kv + prefill + vision_bytes + logits)
+
+
+def default_batch_size(backend: Backend, max_new_tokens: int = 48) -> int:
+    """Questions per forward: on CUDA as many as GPU_MEMORY_SHARE of the free memory holds by
+    ``question_bytes`` (1..MAX_BATCH_SIZE); CPU_BATCH_SIZE on the CPU."""
+    kind = getattr(backend.device, "type", str(backend.device))
+    if kind != "cuda":
+        return CPU_BATCH_SIZE
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info()
+    except Exception:  # noqa: BLE001 - no reading: the safe side
+        return 1
+    per = max(1, question_bytes(backend, max_new_tokens))
+    return max(1, min(MAX_BATCH_SIZE, int(free * GPU_MEMORY_SHARE // per)))

@@ -14,6 +14,15 @@ backend uses the image processor and the tokenizer directly (``QwenParts``) and 
 each ``<|image_pad|>`` to ``grid_thw.prod() // merge_size**2`` tokens itself, in the text of
 the tokenizer's chat template (or Qwen's chat format written here when it has none).
 
+Batching (``forward_batch``): prompts (ids, attention mask, ``mm_token_type_ids``) are
+left-padded and the images of all items concatenated in order (``pixel_values`` is already
+a flat list of patches and ``image_grid_thw`` one row per image); Qwen's M-RoPE positions
+are computed from the attention mask, so padding does not move them. TIE adapters see Qwen's
+images packed into one sequence, which they cannot split per question: with ``backend.tie``
+a batch is answered one item at a time. The overview is encoded with every question (no
+reuse): Qwen3-VL feeds the language model extra per-layer ("deepstack") visual features
+next to the merged image tokens, so pre-encoded images would have to carry those too.
+
 Boxes the model emits (``{"bbox_2d": [x1, y1, x2, y2]}``) are on the pixels of the
 resized input image for Qwen2.5-VL, and on a 0-1000 scale of the image for Qwen2-VL
 and Qwen3-VL; either way they map back to page points through the box of the image they
@@ -33,7 +42,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, token_confidence
+from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad
 from docvqa_cli.vlm.load import register
 
 IMAGE_PAD = "<|image_pad|>"
@@ -106,6 +115,7 @@ class QwenBackend(Backend):
     tile_px: int = 448  # 16 x 28 (Qwen2/2.5-VL); set to 16 x 32 = 512 for Qwen3-VL
     max_tiles: int = 12
     can_ground: bool = True
+    batches: ClassVar[bool] = True
     # Full module names (transformers 5 matches llm_int8_skip_modules from the start): the
     # vision tower with its merger (the projector) and the output head stay unquantised.
     keep_unquantized: ClassVar[tuple[str, ...]] = ("model.visual", "lm_head")
@@ -122,6 +132,7 @@ class QwenBackend(Backend):
         self.merge = int(getattr(vision, "spatial_merge_size", processor.image_processor.merge_size))
         self.factor = self.patch * self.merge
         self.tile_px = 16 * self.factor
+        self.image_tokens_per_image = 16 * 16
         # Qwen2.5-VL grounds in absolute pixels of its input; Qwen2-VL and Qwen3-VL on 0-1000.
         self.box_scale = "pixels" if self.model_type == "qwen2_5_vl" else "per-mille"
         tok = processor.tokenizer
@@ -231,37 +242,30 @@ class QwenBackend(Backend):
     # -- forward ----------------------------------------------------------------------------
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
+        return self.forward_batch([inputs], max_new_tokens)[0]
+
+    def forward_batch(self, inputs: list[dict], max_new_tokens: int) -> list[dict]:
         import torch
 
         device = getattr(self.model, "device", self.device)
-        model_inputs = {k: v.to(device) for k, v in inputs["model_inputs"].items()}
-        with torch.inference_mode():
-            out = self.model.generate(
-                **model_inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                return_dict_in_generate=True,
-                output_logits=True,
-                eos_token_id=self.eos_ids or None,
-                pad_token_id=self.pad_id,
-            )
-        prompt_len = model_inputs["input_ids"].shape[1]
-        new_ids = out.sequences[0, prompt_len:].cpu()
-        logits = [step[0].float().cpu() for step in out.logits]
-        return {"ids": new_ids, "logits": logits}
+        items = [i["model_inputs"] for i in inputs]
+        multiple = self.pad_multiple()
+        ids, mask = left_pad([m["input_ids"] for m in items], self.pad_id, multiple)
+        types, _ = left_pad([m["mm_token_type_ids"] for m in items], 0, multiple)
+        tensors = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types}
+        with_images = [m for m in items if "pixel_values" in m]
+        if with_images:
+            tensors["pixel_values"] = torch.cat([m["pixel_values"] for m in with_images])
+            tensors["image_grid_thw"] = torch.cat([m["image_grid_thw"] for m in with_images])
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+        stop = inputs[0].get("stop", "eos")
+        return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.pad_id)
 
     # -- postprocess ------------------------------------------------------------------------
 
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
-        ids, logits = outputs["ids"].tolist(), outputs["logits"]
-        kept = []
-        for i, tok in enumerate(ids):
-            if tok in self.eos_ids:
-                break
-            kept.append(i)
-        confidence = token_confidence([logits[i] for i in kept], [ids[i] for i in kept])
-        raw = self.processor.tokenizer.decode([ids[i] for i in kept], skip_special_tokens=True)
+        raw, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.eos_ids,
+                                      inputs.get("stop", "eos"))
         text, found = split_answer(raw)
         refs = inputs["images"]
         boxes = [b for b in (map_box(f, refs, self.box_scale) for f in found) if b is not None]
