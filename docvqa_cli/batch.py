@@ -598,12 +598,88 @@ def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary
     return todo
 
 
+# An engine runs the pending work: ``(todo, keep, stop)`` in, where ``todo`` is ``plan``'s
+# list of (document, its pending questions) and ``stop.flag`` turns true on Ctrl-C; out, per
+# document, ``(doc, its records)``, documents in any order, each document's records
+# together. ``run`` writes them, counts them, shows progress and annotates: the same for
+# every engine (``local_engine`` here, ``ray_engine.RayEngine`` on a Ray cluster).
+Engine = Callable[[list, float, object], Iterator[tuple[str, Iterable[records.Answer]]]]
+
+
+def failed_record(doc: str, q: Question, message: str, model_name: str | None) -> records.Answer:
+    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
+
+
+def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], answer: AnswerFn,
+                    keep: float, model_name: str | None = None, stop=None) -> Iterator[records.Answer]:
+    """One document's records: one per question, errors as records, never a gap.
+
+    ``pages`` are the loaded pages, or None with ``error`` (the load's one-line message):
+    then every question gets that error. An out-of-memory is retried with fewer tiles
+    (``_retry``); a question the answer step skipped gets an error record. ``stop.flag``
+    (Ctrl-C) ends the document early; the caller resumes it later."""
+    model_name = getattr(answer, "model_name", None) or model_name
+
+    def failed(d, q, message):
+        return failed_record(d, q, message, model_name)
+
+    pending = {q.id: q for q in questions}
+    if error is not None:
+        for q in list(pending.values()):
+            del pending[q.id]
+            yield failed(doc, q, error)
+        return
+    stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
+    while pending and not stopped():
+        try:
+            for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
+                pending_q = pending.pop(ans.question_id, None)
+                if pending_q is None:
+                    continue
+                ans.doc = doc
+                if ans.error and _oom_text(ans.error):  # the answer step recorded it
+                    ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
+                yield ans
+                if stopped():
+                    break
+            else:
+                # The answer step skipped a question: record it, never leave a gap.
+                for q in list(pending.values()):
+                    del pending[q.id]
+                    yield failed(doc, q, f"{doc}: the model gave no answer")
+        except (EnvironmentProblem, UsageError):
+            raise
+        except Exception as exc:
+            if not pending:
+                break
+            q = pending.pop(next(iter(pending)))
+            yield _retry(doc, q, _one_line(exc), pages, answer, keep, failed)
+
+
+def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, executor: str = "thread",
+                 model_name: str | None = None) -> Engine:
+    """This process answers, one document after another; ``jobs`` workers load the next
+    documents meanwhile (``Prefetcher``)."""
+
+    def engine(todo, keep, stop):
+        loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
+        try:
+            answer = answerer()
+            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+                yield doc, answer_document(doc, pages, error, questions_left, answer, keep, model_name, stop)
+                del pages
+        finally:
+            loads.close()
+
+    return engine
+
+
 def run(
     questions: Sequence[Question],
     docs: Sequence[str],
     *,
-    load: LoadFn,
-    answerer: Callable[[], AnswerFn],
+    load: LoadFn | None = None,
+    answerer: Callable[[], AnswerFn] | None = None,
     output,
     serialiser: Serialiser,
     keep: float = 0.5,
@@ -614,13 +690,16 @@ def run(
     stderr: IO[str] | None = None,
     annotate_dir: str | None = None,
     password: str | None = None,
+    engine: Engine | None = None,
 ) -> Summary:
     """Answer every (document, question) pair not yet in ``output``, one record each.
 
-    ``answerer()`` makes the answer step (loads the model); it is called only when there is
-    work left. Environment and usage problems propagate; every other failure is a record.
-    With ``annotate_dir``, each document's answers of this run are also highlighted in a PDF
-    copy there (``annotated_path``).
+    ``engine`` does the work (default: ``local_engine(load, answerer, jobs, executor)``;
+    ``answerer()`` makes the answer step and loads the model, only when there is work
+    left). Environment and usage problems propagate; every other failure is a record. A
+    record whose pair was already written is dropped (an engine that retries work may
+    deliver it twice). With ``annotate_dir``, each document's answers of this run are also
+    highlighted in a PDF copy there (``annotated_path``).
     """
     stderr = stderr or sys.stderr
 
@@ -637,10 +716,16 @@ def run(
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
+    if engine is None:
+        engine = local_engine(load, answerer, jobs, executor, model_name)
 
     doc_records: list[records.Answer] = []
+    written: set[tuple[str, str]] = set()
 
     def emit(ans: records.Answer) -> None:
+        if (ans.doc, ans.question_id) in written:
+            return
+        written.add((ans.doc, ans.question_id))
         doc_records.append(ans)
         text = serialiser.record(ans)
         if serialiser.fmt == "csv" and output.size == 0:
@@ -655,66 +740,35 @@ def run(
         if bar is not None:
             bar.update(1)
 
-    def failed(doc: str, q: Question, message: str) -> records.Answer:
-        return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
-
     bar = None
-    loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
+    stream = None
     try:
         with _Stop(say) as stop:
-            answer = answerer()
-            model_name = getattr(answer, "model_name", None) or model_name
+            stream = engine(todo, keep, stop)
             if progress:
                 from tqdm import tqdm
 
                 bar = tqdm(total=sum(len(p) for _, p in todo), unit="q", file=stderr, dynamic_ncols=True,
                            smoothing=0.1, desc="questions", postfix={"docs": f"0/{len(todo)}"})
-            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+            for doc, doc_answers in stream:
                 doc_records.clear()
-                pending = {q.id: q for q in questions_left}
-                if error is not None:
-                    for q in list(pending.values()):
-                        emit(failed(doc, q, error))
-                        del pending[q.id]
-                        if stop.flag:
-                            break
-                while pending and not stop.flag:
-                    try:
-                        for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
-                            pending_q = pending.pop(ans.question_id, None)
-                            if pending_q is None:
-                                continue
-                            ans.doc = doc
-                            if ans.error and _oom_text(ans.error):  # the answer step recorded it
-                                ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
-                            emit(ans)
-                            if stop.flag:
-                                break
-                        else:
-                            # The answer step skipped a question: record it, never leave a gap.
-                            for q in list(pending.values()):
-                                emit(failed(doc, q, f"{doc}: the model gave no answer"))
-                                del pending[q.id]
-                    except (EnvironmentProblem, UsageError):
-                        raise
-                    except Exception as exc:
-                        if not pending:
-                            break
-                        q = pending.pop(next(iter(pending)))
-                        emit(_retry(doc, q, _one_line(exc), pages, answer, keep, failed))
+                for ans in doc_answers:
+                    emit(ans)
+                    if stop.flag:
+                        break
                 summary.documents_done += 1
-                if annotate_dir and error is None:
-                    _annotate(doc, doc_records, annotate_dir, password, say)
+                if annotate_dir and doc_records and any(not a.error for a in doc_records):
+                    _annotate(doc, list(doc_records), annotate_dir, password, say)
                 if bar is not None:
                     bar.set_postfix(docs=f"{summary.documents_done}/{len(todo)}", errors=summary.errors, refresh=False)
-                del pages
                 if stop.flag:
                     summary.interrupted = True
                     break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        loads.close()
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - started
