@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
-
-from conftest import INVOICE_LINES, write_invoice_pdf  # noqa: E402
-from docvqa_cli import batch, documents, pipeline, ray_engine  # noqa: E402
+from conftest import INVOICE_LINES, write_invoice_pdf
+from docvqa_cli import batch, documents, pipeline, ray_engine
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
              batch.Question("q3", "What is the date of the invoice?")]
@@ -33,6 +30,8 @@ COMPARED = ("doc", "question_id", "question", "answer", "confidence", "page", "b
 
 @pytest.fixture(scope="module")
 def ray_session():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env=ray_engine.runtime_env())
     # The worker-killing stand-ins below live in this test module, which the workers cannot
@@ -168,12 +167,33 @@ def test_cli_joins_a_running_ray_and_stdout_carries_only_records(ray_session, jo
     assert "1 answering actor on CPU" in proc.stderr and "2 answered" in proc.stderr
 
 
-def test_address_needs_the_ray_engine(job, tmp_path):
+# --- without a Ray run (these run whether Ray is installed or not) ------------------------------
+
+def invoke_batch(tmp_path, *args):
     from click.testing import CliRunner
 
     from docvqa_cli.cli import main
 
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
-    result = CliRunner().invoke(main, ["batch", str(qfile), job["docs"][0], "--address", "auto"])
+    doc = write_invoice_pdf(tmp_path / "inv.pdf")
+    return CliRunner().invoke(main, ["batch", str(qfile), str(doc), "-o", str(tmp_path / "out.jsonl"), *args])
+
+
+def test_address_needs_the_ray_engine(tmp_path):
+    result = invoke_batch(tmp_path, "--address", "auto")
     assert result.exit_code == 2 and "--address needs --engine ray" in result.output
+
+
+def test_without_ray_the_ray_engine_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import fails
+    result = invoke_batch(tmp_path, "--engine", "ray")
+    assert result.exit_code == 3 and "pip install 'docq[ray]'" in result.output
+    assert not (tmp_path / "out.jsonl").exists()  # nothing opened before the check
+
+
+def test_one_actor_per_gpu_or_one_cpu_actor():
+    assert ray_engine.plan_actors(8.0, "auto", None) == (8, 1)
+    assert ray_engine.plan_actors(8.0, "cpu", None) == (1, 0)
+    assert ray_engine.plan_actors(0.0, None, None) == (1, 0)
+    assert ray_engine.plan_actors(4.0, "cuda", 2) == (2, 1)
