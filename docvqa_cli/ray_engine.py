@@ -105,20 +105,31 @@ def _load_row(row: dict, load: batch.LoadFn) -> dict:
 
 
 class _Answerer:
-    """Actor: loads the model once, then answers one document per call."""
+    """Actor: loads the model once, then answers one document per call.
+
+    A model that cannot load for a reason docq explains (EnvironmentProblem, UsageError:
+    a missing package, an unknown model) is not raised in the constructor, where Ray would
+    restart the actor in vain and hide the message in a traceback: each row then carries
+    it as ``fatal`` and the driver raises it, with docq's own message and exit code."""
 
     def __init__(self, answerer: Callable[[], batch.AnswerFn], keep: float, model_name: str | None):
-        self.answer = answerer()
+        self.fatal = ""
+        try:
+            self.answer = answerer()
+        except (EnvironmentProblem, UsageError) as exc:
+            self.fatal = json.dumps([type(exc).__name__, str(exc)])
         self.keep = keep
         self.model_name = model_name
 
     def __call__(self, row: dict) -> dict:
         doc = row["doc"]
+        if self.fatal:
+            return {"doc": doc, "records": "[]", "fatal": self.fatal}
         questions = [batch.Question(qid, text) for qid, text in json.loads(row["questions"])]
         error = row["error"] or None
         pages = pickle.loads(row["pages"]) if error is None else None
         answers = batch.answer_document(doc, pages, error, questions, self.answer, self.keep, self.model_name)
-        return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False)}
+        return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False), "fatal": ""}
 
 
 # --- the engine (runs in the driver) ---------------------------------------------------------
@@ -178,6 +189,9 @@ class RayEngine:
                             max_restarts=-1, max_task_retries=ANSWER_RETRIES)
             seen: set[str] = set()
             for row in ds.iter_rows():
+                if row["fatal"]:
+                    kind, message = json.loads(row["fatal"])
+                    raise (UsageError if kind == "UsageError" else EnvironmentProblem)(message)
                 doc = row["doc"]
                 if doc in seen:  # delivered again after a retry: the first one was written
                     continue

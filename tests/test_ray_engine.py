@@ -153,7 +153,7 @@ def test_a_worker_that_dies_loses_no_records(ray_session, job, tmp_path):
     assert summary.answered == 9
 
 
-def test_cli_joins_a_running_ray_and_stdout_carries_only_records(ray_session, job, tmp_path):
+def test_cli_joins_a_running_ray_stdout_carries_only_records_and_a_bad_model_exits_3(ray_session, job, tmp_path):
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), NO_COLOR="1")
@@ -165,6 +165,13 @@ def test_cli_joins_a_running_ray_and_stdout_carries_only_records(ray_session, jo
     lines = proc.stdout.splitlines()
     assert sorted(json.loads(line)["doc"] for line in lines) == sorted(job["docs"][:2])
     assert "1 answering actor on CPU" in proc.stderr and "2 answered" in proc.stderr
+    # A model that cannot load in the actor: docq's own one-line message and exit code 3.
+    proc = subprocess.run(
+        [sys.executable, "-m", "docvqa_cli", "batch", str(qfile), job["docs"][0], "--engine", "ray",
+         "--address", ray_session, "--model", str(tmp_path / "no-such-model"), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert f"docq: error: --model {tmp_path / 'no-such-model'}: " in proc.stderr and "Traceback" not in proc.stderr
 
 
 # --- without a Ray run (these run whether Ray is installed or not) ------------------------------
