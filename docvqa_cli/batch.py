@@ -3,7 +3,10 @@
 The job reads top to bottom in ``run``: read the questions, find the documents, open the
 output and repair its torn tail, skip the pairs it already holds, then for each document
 load its pages once (in background workers, ahead of the model) and answer its pending
-questions, writing each record whole as soon as it exists.
+questions, writing each record whole as soon as it exists. Who loads and answers is the
+engine's business (``local_engine``: this process, loading ahead in workers;
+``ray_engine.RayEngine``: Ray tasks and GPU actors); what is written, counted, shown and
+annotated is ``run``'s, the same for both.
 
 Durability. Each record is serialised in full and handed to the kernel in one ``os.write``
 on a file opened for appending, so a process killed at any instant (SIGKILL included)
