@@ -176,7 +176,8 @@ class RayEngine:
             self.say(f"Ray: {n_actors} answering actor{'s' if n_actors > 1 else ''}"
                      f"{' on 1 GPU each' if gpus_each else ' on CPU'}, "
                      f"{int(ray.cluster_resources().get('CPU', 0))} CPUs in the cluster")
-            items = [{"doc": doc, "path": os.path.abspath(doc), "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
+            items = [{"doc": doc, "path": os.path.abspath(doc),
+                      "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
                      for doc, qs in todo]
             ds = ray.data.from_items(items, override_num_blocks=len(items))  # one document a block
             with warnings.catch_warnings():
@@ -201,7 +202,7 @@ class RayEngine:
                     return
             questions = dict(todo)
             for doc in (d for d, _ in todo if d not in seen):
-                message = f"{doc}: the Ray workers failed on it {1 + ANSWER_RETRIES} times (see Ray's logs)"
+                message = f"{doc}: the Ray workers died on it at every try (see Ray's logs)"
                 yield doc, [batch.failed_record(doc, q, message, self.model_name) for q in questions[doc]]
         except Exception as exc:
             cause = _docq_cause(exc)
