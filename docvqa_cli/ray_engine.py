@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import warnings
 from typing import Callable, Iterator, Sequence
 
@@ -164,7 +165,15 @@ class RayEngine:
 
         from ray.data import DataContext
 
-        started = connect(self.address)
+        # Ray's driver prints cluster errors ("(raylet) A worker died ...") to sys.stdout,
+        # looked up when it prints: point it at stderr while Ray runs. Records still reach
+        # the real stdout through the writer's own reference to it (batch.StreamOutput).
+        real_stdout, sys.stdout = sys.stdout, sys.stderr
+        try:
+            started = connect(self.address)
+        except BaseException:
+            sys.stdout = real_stdout
+            raise
         context = DataContext.get_current()
         saved = (context.enable_progress_bars, context.print_on_execution_start, context.max_errored_blocks)
         context.enable_progress_bars = False
@@ -211,8 +220,11 @@ class RayEngine:
             raise EnvironmentProblem(f"--engine ray: the Ray job failed ({batch._one_line(exc)})") from exc
         finally:
             context.enable_progress_bars, context.print_on_execution_start, context.max_errored_blocks = saved
-            if started:
-                ray.shutdown()
+            try:
+                if started:
+                    ray.shutdown()
+            finally:
+                sys.stdout = real_stdout
 
 
 def _docq_cause(exc: BaseException) -> DocqError | None:

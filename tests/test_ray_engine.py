@@ -66,10 +66,10 @@ def answerer_for(model: Path):
 LOAD = functools.partial(documents.load, ocr="rapidocr")
 
 
-def run(job, out: Path, engine=None, overwrite=False, load=LOAD, answerer=None) -> batch.Summary:
+def run(job, out: Path, engine=None, overwrite=False, load=LOAD, answerer=None, docs=None) -> batch.Summary:
     output = batch.Output(str(out), "jsonl", overwrite=overwrite)
     try:
-        return batch.run(QUESTIONS, job["docs"], load=load, answerer=answerer or answerer_for(job["model"]),
+        return batch.run(QUESTIONS, docs or job["docs"], load=load, answerer=answerer or answerer_for(job["model"]),
                          output=output, serialiser=batch.Serialiser("jsonl"), jobs=0, engine=engine,
                          stderr=io.StringIO())
     finally:
@@ -113,7 +113,10 @@ def test_same_records_as_the_local_engine_and_a_bad_file_gives_error_records_the
 # --- workers that die: stand-ins that kill their own worker process once ----------------------
 
 def load_dying_once(path, marker):
-    """documents.load, except that the first call for the first document kills the worker."""
+    """documents.load, except that the first call for the first document kills the worker,
+    and every call for a document named poison.pdf does."""
+    if path.endswith("poison.pdf"):
+        os._exit(1)
     if path.endswith("inv0.pdf") and not os.path.exists(marker):
         Path(marker).write_text("died")
         os._exit(1)
@@ -138,18 +141,20 @@ def answerer_dying_once(model, marker):
     return dying_make
 
 
-def test_a_worker_that_dies_loses_no_records(ray_session, job, tmp_path):
+def test_a_worker_that_dies_loses_no_records_and_a_poisonous_file_is_error_records(ray_session, job, tmp_path):
     load_marker, answer_marker = tmp_path / "load-died", tmp_path / "answer-died"
     load = functools.partial(load_dying_once, marker=str(load_marker))
     answerer = answerer_dying_once(job["model"], str(answer_marker))
+    poison = str(write_invoice_pdf(tmp_path / "poison.pdf"))
+    docs = [*job["docs"], poison]
     out = tmp_path / "out.jsonl"
     summary = run(job, out, engine=ray_engine.RayEngine(load, answerer, device="cpu"), load=load,
-                  answerer=answerer)
+                  answerer=answerer, docs=docs)
     assert load_marker.exists() and answer_marker.exists()  # both workers did die once
     got = rows(out)
-    assert sorted((r["doc"], r["question_id"]) for r in got) == sorted(
-        (d, q.id) for d in job["docs"] for q in QUESTIONS)
-    assert [r["doc"] for r in got if r["error"]] == [job["bad"]] * 3
+    assert sorted((r["doc"], r["question_id"]) for r in got) == sorted((d, q.id) for d in docs for q in QUESTIONS)
+    assert sorted(r["doc"] for r in got if r["error"]) == sorted([job["bad"]] * 3 + [poison] * 3)
+    assert all("died on it at every try" in r["error"] for r in got if r["doc"] == poison)
     assert summary.answered == 9
 
 
