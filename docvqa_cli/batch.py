@@ -3,7 +3,10 @@
 The job reads top to bottom in ``run``: read the questions, find the documents, open the
 output and repair its torn tail, skip the pairs it already holds, then for each document
 load its pages once (in background workers, ahead of the model) and answer its pending
-questions, writing each record whole as soon as it exists.
+questions, writing each record whole as soon as it exists. Who loads and answers is the
+engine's business (``local_engine``: this process, loading ahead in workers;
+``ray_engine.RayEngine``: Ray tasks and GPU actors); what is written, counted, shown and
+annotated is ``run``'s, the same for both.
 
 Durability. Each record is serialised in full and handed to the kernel in one ``os.write``
 on a file opened for appending, so a process killed at any instant (SIGKILL included)
@@ -598,12 +601,136 @@ def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary
     return todo
 
 
+# An engine runs the pending work: ``(todo, keep, stop)`` in, where ``todo`` is ``plan``'s
+# list of (document, its pending questions) and ``stop.flag`` turns true on Ctrl-C; out, per
+# document, ``(doc, its records)``, documents in any order, each document's records
+# together. ``run`` writes them, counts them, shows progress and annotates: the same for
+# every engine (``local_engine`` here, ``ray_engine.RayEngine`` on a Ray cluster).
+Engine = Callable[[list, float, object], Iterator[tuple[str, Iterable[records.Answer]]]]
+
+
+def failed_record(doc: str, q: Question, message: str, model_name: str | None) -> records.Answer:
+    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
+
+
+def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], answer: AnswerFn,
+                    keep: float, model_name: str | None = None, stop=None) -> Iterator[records.Answer]:
+    """One document's records: one per question, errors as records, never a gap.
+
+    ``pages`` are the loaded pages, or None with ``error`` (the load's one-line message):
+    then every question gets that error. An out-of-memory is retried with fewer tiles
+    (``_retry``); a question the answer step skipped gets an error record. ``stop.flag``
+    (Ctrl-C) ends the document early; the caller resumes it later."""
+    model_name = getattr(answer, "model_name", None) or model_name
+
+    def failed(d, q, message):
+        return failed_record(d, q, message, model_name)
+
+    pending = {q.id: q for q in questions}
+    if error is not None:
+        for q in list(pending.values()):
+            del pending[q.id]
+            yield failed(doc, q, error)
+        return
+    stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
+    while pending and not stopped():
+        try:
+            for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
+                pending_q = pending.pop(ans.question_id, None)
+                if pending_q is None:
+                    continue
+                ans.doc = doc
+                if ans.error and _oom_text(ans.error):  # the answer step recorded it
+                    ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
+                yield ans
+                if stopped():
+                    break
+            else:
+                # The answer step skipped a question: record it, never leave a gap.
+                for q in list(pending.values()):
+                    del pending[q.id]
+                    yield failed(doc, q, f"{doc}: the model gave no answer")
+        except (EnvironmentProblem, UsageError):
+            raise
+        except Exception as exc:
+            if not pending:
+                break
+            q = pending.pop(next(iter(pending)))
+            yield _retry(doc, q, _one_line(exc), pages, answer, keep, failed)
+
+
+def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, executor: str = "thread",
+                 model_name: str | None = None) -> Engine:
+    """This process answers; ``jobs`` workers load the next documents meanwhile
+    (``Prefetcher``). Where the answer step can (``answer.many``), the questions of
+    consecutive documents share forwards: documents are gathered until they hold
+    ``answer.batch_size`` questions, answered together, then yielded one by one."""
+
+    def engine(todo, keep, stop):
+        loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
+        try:
+            answer = answerer()
+            size = getattr(answer, "batch_size", 1)
+            many = getattr(answer, "many", None) if size > 1 else None
+            group: list = []
+
+            def flush():
+                ready = [(doc, pages, qs) for doc, pages, error, qs in group if error is None]
+                answered = iter(_answer_many(many, ready, keep) if len(ready) > 1 else [None] * len(ready))
+                for doc, pages, error, qs in group:
+                    first = next(answered) if error is None else None
+                    step = _replay(first, answer) if first is not None else answer
+                    yield doc, answer_document(doc, pages, error, qs, step, keep, model_name, stop)
+                group.clear()
+
+            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+                if many is None:
+                    yield doc, answer_document(doc, pages, error, questions_left, answer, keep, model_name, stop)
+                    continue
+                group.append((doc, pages, error, questions_left))
+                if sum(len(g[3]) for g in group if g[2] is None) >= size or stop.flag:
+                    yield from flush()
+            if group:
+                yield from flush()
+        finally:
+            loads.close()
+
+    return engine
+
+
+def _answer_many(many, ready, keep) -> list:
+    """The records of several documents answered together; on any failure, None for each
+    (each document is then answered on its own, where its errors become its records)."""
+    try:
+        return many([(doc, pages, [(q.id, q.text) for q in qs]) for doc, pages, qs in ready], keep)
+    except (EnvironmentProblem, UsageError):
+        raise
+    except Exception:
+        return [None] * len(ready)
+
+
+def _replay(records_: list, answer: AnswerFn) -> AnswerFn:
+    """An answer step that gives back records already computed for a document's first call
+    (``answer_document``), and answers anew (retries) after that."""
+    state = {"first": True}
+
+    def step(pages, questions, keep):
+        if state["first"]:
+            state["first"] = False
+            wanted = {qid for qid, _ in questions}
+            return iter([r for r in records_ if r.question_id in wanted])
+        return answer(pages, questions, keep)
+
+    step.model_name = getattr(answer, "model_name", None)
+    return step
+
+
 def run(
     questions: Sequence[Question],
     docs: Sequence[str],
     *,
-    load: LoadFn,
-    answerer: Callable[[], AnswerFn],
+    load: LoadFn | None = None,
+    answerer: Callable[[], AnswerFn] | None = None,
     output,
     serialiser: Serialiser,
     keep: float = 0.5,
@@ -614,13 +741,16 @@ def run(
     stderr: IO[str] | None = None,
     annotate_dir: str | None = None,
     password: str | None = None,
+    engine: Engine | None = None,
 ) -> Summary:
     """Answer every (document, question) pair not yet in ``output``, one record each.
 
-    ``answerer()`` makes the answer step (loads the model); it is called only when there is
-    work left. Environment and usage problems propagate; every other failure is a record.
-    With ``annotate_dir``, each document's answers of this run are also highlighted in a PDF
-    copy there (``annotated_path``).
+    ``engine`` does the work (default: ``local_engine(load, answerer, jobs, executor)``;
+    ``answerer()`` makes the answer step and loads the model, only when there is work
+    left). Environment and usage problems propagate; every other failure is a record. A
+    record whose pair was already written is dropped (an engine that retries work may
+    deliver it twice). With ``annotate_dir``, each document's answers of this run are also
+    highlighted in a PDF copy there (``annotated_path``).
     """
     stderr = stderr or sys.stderr
 
@@ -637,10 +767,16 @@ def run(
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
+    if engine is None:
+        engine = local_engine(load, answerer, jobs, executor, model_name)
 
     doc_records: list[records.Answer] = []
+    written: set[tuple[str, str]] = set()
 
     def emit(ans: records.Answer) -> None:
+        if (ans.doc, ans.question_id) in written:
+            return
+        written.add((ans.doc, ans.question_id))
         doc_records.append(ans)
         text = serialiser.record(ans)
         if serialiser.fmt == "csv" and output.size == 0:
@@ -655,66 +791,35 @@ def run(
         if bar is not None:
             bar.update(1)
 
-    def failed(doc: str, q: Question, message: str) -> records.Answer:
-        return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
-
     bar = None
-    loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
+    stream = None
     try:
         with _Stop(say) as stop:
-            answer = answerer()
-            model_name = getattr(answer, "model_name", None) or model_name
+            stream = engine(todo, keep, stop)
             if progress:
                 from tqdm import tqdm
 
                 bar = tqdm(total=sum(len(p) for _, p in todo), unit="q", file=stderr, dynamic_ncols=True,
                            smoothing=0.1, desc="questions", postfix={"docs": f"0/{len(todo)}"})
-            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+            for doc, doc_answers in stream:
                 doc_records.clear()
-                pending = {q.id: q for q in questions_left}
-                if error is not None:
-                    for q in list(pending.values()):
-                        emit(failed(doc, q, error))
-                        del pending[q.id]
-                        if stop.flag:
-                            break
-                while pending and not stop.flag:
-                    try:
-                        for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
-                            pending_q = pending.pop(ans.question_id, None)
-                            if pending_q is None:
-                                continue
-                            ans.doc = doc
-                            if ans.error and _oom_text(ans.error):  # the answer step recorded it
-                                ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
-                            emit(ans)
-                            if stop.flag:
-                                break
-                        else:
-                            # The answer step skipped a question: record it, never leave a gap.
-                            for q in list(pending.values()):
-                                emit(failed(doc, q, f"{doc}: the model gave no answer"))
-                                del pending[q.id]
-                    except (EnvironmentProblem, UsageError):
-                        raise
-                    except Exception as exc:
-                        if not pending:
-                            break
-                        q = pending.pop(next(iter(pending)))
-                        emit(_retry(doc, q, _one_line(exc), pages, answer, keep, failed))
+                for ans in doc_answers:
+                    emit(ans)
+                    if stop.flag:
+                        break
                 summary.documents_done += 1
-                if annotate_dir and error is None:
-                    _annotate(doc, doc_records, annotate_dir, password, say)
+                if annotate_dir and doc_records and any(not a.error for a in doc_records):
+                    _annotate(doc, list(doc_records), annotate_dir, password, say)
                 if bar is not None:
                     bar.set_postfix(docs=f"{summary.documents_done}/{len(todo)}", errors=summary.errors, refresh=False)
-                del pages
                 if stop.flag:
                     summary.interrupted = True
                     break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        loads.close()
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - started
@@ -793,6 +898,23 @@ def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
         def answer(pages, questions, keep):
             return pipeline.answer_questions(pages, questions, backend, keep=keep, prompt=template,
                                              max_new_tokens=tokens, visual=visual, batch_size=size)
+
+        def many(items, keep):
+            """[(doc, pages, questions)] of several documents, answered ``size`` questions to a
+            forward across documents: a list of records per document, in order."""
+            jobs = []
+            for doc, pages, questions in items:
+                tiles, overviews = pipeline.document_tiles(pages, backend), {}
+                jobs += [pipeline.Job(doc, pages, str(qid), q, tiles, overviews) for qid, q in questions]
+            out = {id(pages): [] for _, pages, _ in items}
+            for job, record in zip(jobs, pipeline.answer_pairs(jobs, backend, keep=keep, prompt=template,
+                                                               max_new_tokens=tokens, visual=visual,
+                                                               batch_size=size)):
+                out[id(job.pages)].append(record)
+            return [out[id(pages)] for _, pages, _ in items]
+
+        answer.many = many
+        answer.batch_size = size
 
         answer.model_name = backend.name
         return answer

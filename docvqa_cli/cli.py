@@ -380,11 +380,17 @@ def explain(doc, question, keep, tile_px, max_tiles, model, tie_dir, device, fmt
               help="CSV: write cells as they are, without the spreadsheet formula guard.")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
               help="Also write, into this folder, a PDF copy of each document with its answers highlighted.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: Ray Data tasks load documents and one model actor per GPU "
+                   "answers (pip install 'docq[ray]').")
+@click.option("--address", default=None, metavar="ADDR",
+              help="--engine ray: the Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+                   "default: start Ray on this machine.")
 @document_options
 @handle_errors
 def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, model, device, quant,
           trust_remote_code, tie_dir, keep, prompt_spec, max_new_tokens, use_visual, batch_size, decode, csv_raw,
-          annotate_dir, pages_spec, password, dpi, ocr_engine, ocr_lang):
+          annotate_dir, engine, address, pages_spec, password, dpi, ocr_engine, ocr_lang):
     """Answer every question of QUESTIONS over every document of DOCS, resumably.
 
     QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
@@ -396,23 +402,30 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
 
     if overwrite and not output:
         raise UsageError("--overwrite needs -o FILE")
+    if address and engine != "ray":
+        raise UsageError("--address needs --engine ray")
     questions = batch_mod.read_questions(questions_file)
     paths = batch_mod.find_documents(docs)
     if not paths:
         raise UsageError("DOCS: no documents found")
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
     fmt = fmt or ("csv" if output and output.lower().endswith(".csv") else "jsonl")
-    out = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
     load = functools.partial(documents.load, pages=documents.parse_pages(pages_spec), dpi=dpi,
                              password=password, ocr=ocr_engine, ocr_lang=ocr_lang)
+    answerer = batch_mod.model_answerer(
+        functools.partial(pipeline.open_backend, model, device, quant, trust_remote_code, tie_dir, use_visual, decode),
+        prompt_spec, max_new_tokens, batch_size)
+    runner = None
+    if engine == "ray":
+        from docvqa_cli import ray_engine
+
+        runner = ray_engine.RayEngine(load, answerer, address=address, device=device, model_name=model,
+                                      say=None if quiet else lambda msg: click.echo(f"docq: {msg}", err=True))
+    out = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
     try:
         summary = batch_mod.run(
             questions, paths, load=load, output=out, serialiser=batch_mod.Serialiser(fmt, csv_raw=csv_raw), keep=keep,
-            jobs=jobs, annotate_dir=annotate_dir, password=password,
-            answerer=batch_mod.model_answerer(
-                functools.partial(pipeline.open_backend, model, device, quant, trust_remote_code, tie_dir, use_visual,
-                                  decode),
-                prompt_spec, max_new_tokens, batch_size),
+            jobs=jobs, annotate_dir=annotate_dir, password=password, answerer=answerer, engine=runner,
             model_name=model, progress=not quiet and (progress or sys.stderr.isatty()),
         )
     finally:

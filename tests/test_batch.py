@@ -475,3 +475,42 @@ def test_annotate_writes_one_highlighted_copy_per_good_document(tmp_path, tiny_m
     for name in made:
         with pymupdf.open(folder / name) as pdf:
             assert pdf.page_count == 1 and "Total due" in pdf[0].get_text()
+
+
+def test_questions_of_several_documents_share_a_forward_with_the_same_answers(tmp_path, tiny_model, monkeypatch):
+    import functools
+
+    from docvqa_cli import pipeline
+    from docvqa_cli.vlm.base import Backend
+
+    docs = []
+    for i in range(3):
+        docs.append(str(write_invoice_pdf(tmp_path / f"d{i}.pdf")))
+    (tmp_path / "bad.pdf").write_bytes(b"not a pdf")
+    docs.insert(1, str(tmp_path / "bad.pdf"))
+    questions = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the date?")]
+    sizes = []
+    real = Backend.answer_batch
+
+    def counting(self, items, prompt, max_new_tokens=32):
+        sizes.append(len(items))
+        return real(self, items, prompt, max_new_tokens)
+
+    monkeypatch.setattr(Backend, "answer_batch", counting)
+
+    def job(batch_size):
+        sizes.clear()
+        out = io.StringIO()
+        opener = functools.partial(pipeline.open_backend, str(tiny_model), "cpu", "auto", False, None, None, "plain")
+        summary = batch.run(questions, docs, load=functools.partial(documents.load, dpi=72),
+                            answerer=batch.model_answerer(opener, None, 3, batch_size),
+                            output=batch.StreamOutput(out), serialiser=batch.Serialiser("jsonl"), jobs=0)
+        return summary, [json.loads(line) for line in out.getvalue().splitlines()], list(sizes)
+
+    s1, one, sizes1 = job(1)
+    s4, four, sizes4 = job(4)
+    assert max(sizes1) == 1 and max(sizes4) == 4  # 4 questions of 2 documents in one forward
+    assert len(one) == len(four) == 8 and s4.errors == s1.errors == 2  # the bad file: error records
+    key = lambda r: (r["doc"], r["question_id"])
+    for a, b in zip(sorted(one, key=key), sorted(four, key=key)):
+        assert (a["answer"], a["tiles_kept"], a["error"] is None) == (b["answer"], b["tiles_kept"], b["error"] is None)
