@@ -335,6 +335,8 @@ class Output:
             chunks.append(chunk)
         data = b"".join(chunks)
         head = data.lstrip()[:1]
+        if head and sniff(data) is not None:
+            raise UsageError(f"-o {self.path}: is a document, not a file of records; give another -o")
         if head:
             if self.fmt == "jsonl" and head != b"{":
                 raise UsageError(f"-o {self.path}: not a JSONL file of records; use --format csv, --overwrite or another -o")

@@ -177,8 +177,8 @@ def output_options(fn):
                       help="CSV: write cells as they are, without the spreadsheet formula guard.")(fn)
     fn = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
                       help="Write records here, not stdout.")(fn)
-    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default="jsonl",
-                      show_default=True)(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]), default=None,
+                      help="Record format (default: csv for an -o ending in .csv, else jsonl).")(fn)
     return fn
 
 
@@ -200,8 +200,17 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
         ocr_lang):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
     from docvqa_cli import pipeline, prompts
-    from docvqa_cli.records import get_writer
+    from docvqa_cli.errors import UsageError
+    from docvqa_cli.records import check_output, format_for, get_writer
 
+    if any(not q.strip() for q in questions):
+        raise UsageError("QUESTION: an empty question; write the question, e.g. \"What is the total amount?\"")
+    for path, flag in ((output, "-o"), (annotate_out, "--annotate")):
+        if path:
+            check_output(path, flag, inputs=[doc])
+    if output and annotate_out and os.path.realpath(output) == os.path.realpath(annotate_out):
+        raise UsageError(f"-o and --annotate are the same file ({output})")
+    fmt = format_for(output, fmt)
     template = prompts.load(prompt_spec)
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=data)
@@ -213,7 +222,7 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
     records = []
     try:
         writer = get_writer(fmt, stream, csv_raw=csv_raw)
-        numbered = [(str(i), q) for i, q in enumerate(questions, 1)]
+        numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
         for record in pipeline.answer_questions(pages, numbered, backend, keep=keep, prompt=template,
                                                 max_new_tokens=max_new_tokens, doc=doc, visual=visual,
                                                 batch_size=batch_size):
@@ -399,6 +408,7 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
     from docvqa_cli import batch as batch_mod
     from docvqa_cli import documents, pipeline
     from docvqa_cli.errors import UsageError
+    from docvqa_cli.records import check_output, format_for
 
     if overwrite and not output:
         raise UsageError("--overwrite needs -o FILE")
@@ -409,7 +419,9 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
     if not paths:
         raise UsageError("DOCS: no documents found")
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
-    fmt = fmt or ("csv" if output and output.lower().endswith(".csv") else "jsonl")
+    if output:
+        check_output(output, "-o", inputs=[questions_file, *paths])
+    fmt = format_for(output, fmt)
     load = functools.partial(documents.load, pages=documents.parse_pages(pages_spec), dpi=dpi,
                              password=password, ocr=ocr_engine, ocr_lang=ocr_lang)
     answerer = batch_mod.model_answerer(

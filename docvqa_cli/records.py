@@ -50,6 +50,32 @@ class Answer:
         return cls(**{k: data[k] for k in KEYS if k in data})
 
 
+def check_output(path: str, flag: str, inputs=()) -> None:
+    """Refuse, before any work, an output that would destroy an input or cannot be written:
+    ``path`` is one of ``inputs`` (documents, the question file), its folder is missing, or it
+    is a folder. The message names the flag."""
+    from docvqa_cli.errors import UsageError
+
+    real = os.path.realpath(path)
+    for given in inputs:
+        if given and given != "-" and os.path.realpath(given) == real:
+            raise UsageError(f"{flag} {path}: is an input ({given}); docq will not overwrite it, give another file")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    folder = os.path.dirname(real)
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag} {path}: the folder {os.path.dirname(path) or folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {os.path.dirname(path) or folder}")
+
+
+def format_for(path: str | None, fmt: str | None) -> str:
+    """--format if given, else csv for an output file ending in .csv, else jsonl."""
+    if fmt:
+        return fmt
+    return "csv" if path and path.lower().endswith(".csv") else "jsonl"
+
+
 KEYS = tuple(f.name for f in fields(Answer))
 BOX_KEYS = ("page", "x0", "y0", "x1", "y1")
 CSV_COLUMNS = KEYS[: KEYS.index("page") + 1] + ("x0", "y0", "x1", "y1") + KEYS[KEYS.index("page") + 1:]

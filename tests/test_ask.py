@@ -52,7 +52,7 @@ def test_ask_writes_one_well_formed_record_per_question(tiny_model, invoice_pdf,
     for n, rec in enumerate(records, 1):
         assert tuple(rec) == KEYS
         assert rec["doc"] == str(invoice_pdf)
-        assert rec["question_id"] == str(n)
+        assert rec["question_id"] == f"q{n}"
         assert isinstance(rec["answer"], str)
         assert rec["confidence"] is None or 0 < rec["confidence"] <= 1
         assert rec["tiles_total"] > 1 and rec["tiles_kept"] == -(-rec["tiles_total"] // 2)
@@ -206,3 +206,33 @@ def test_bad_document_is_one_line_naming_the_file_exit_1(tmp_path, monkeypatch, 
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and cause in lines[0]
     assert "Traceback" not in err.decode()
+
+
+def test_outputs_are_checked_before_any_work_and_never_overwrite_the_input(tiny_model, tmp_path, monkeypatch):
+    from conftest import write_invoice_pdf
+
+    doc = write_invoice_pdf(tmp_path / "v.pdf")
+    before = doc.read_bytes()
+    cases = [
+        (["-o", doc], "is an input"),
+        (["--annotate", doc], "is an input"),
+        (["-o", tmp_path / "no-such-folder" / "x.jsonl"], "does not exist"),
+        (["--annotate", tmp_path / "no-such-folder" / "x.pdf"], "does not exist"),
+    ]
+    for args, words in cases:
+        # A model that does not exist: the check must come before any loading.
+        code, out, err = docq_in_process(monkeypatch, "ask", doc, "Total?", "--model", tmp_path / "nothing",
+                                         "--device", "cpu", *args)
+        assert code == ExitCode.usage, err.decode()
+        assert words in err.decode() and err.decode().count("\n") == 1
+        assert doc.read_bytes() == before
+
+
+def test_csv_chosen_by_the_output_name_and_empty_question_refused(tiny_model, invoice_pdf, tmp_path, monkeypatch):
+    out = tmp_path / "answers.csv"
+    code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tiny_model,
+                                   "--device", "cpu", "--max-new-tokens", "2", "-o", out)
+    assert code == ExitCode.ok, err.decode()
+    assert out.read_text(encoding="utf-8").startswith("doc,question_id,question,answer,")
+    code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "  ", "--device", "cpu")
+    assert code == ExitCode.usage and "empty question" in err.decode()

@@ -514,3 +514,19 @@ def test_questions_of_several_documents_share_a_forward_with_the_same_answers(tm
     key = lambda r: (r["doc"], r["question_id"])
     for a, b in zip(sorted(one, key=key), sorted(four, key=key)):
         assert (a["answer"], a["tiles_kept"], a["error"] is None) == (b["answer"], b["tiles_kept"], b["error"] is None)
+
+
+def test_output_that_is_an_input_is_refused_and_a_document_never_truncated(tmp_path):
+    doc = write_invoice_pdf(tmp_path / "v.pdf")
+    before = doc.read_bytes()
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("What is the total amount?\n")
+    for out, extra in ((doc, []), (doc, ["--overwrite"]), (qfile, ["--overwrite"])):
+        result = invoke([qfile, doc, "-o", out, "--model", tmp_path / "nothing", *extra, *MODEL_ARGS])
+        assert result.exit_code == 2, result.output
+        assert "is an input" in result.stderr
+    assert doc.read_bytes() == before and qfile.read_text() == "What is the total amount?\n"
+    # A document that is not among DOCS is not taken for a records file either.
+    other = write_invoice_pdf(tmp_path / "other.pdf")
+    result = invoke([qfile, doc, "-o", other, "--model", tmp_path / "nothing", *MODEL_ARGS])
+    assert result.exit_code == 2 and "is a document, not a file of records" in result.stderr

@@ -273,7 +273,7 @@ def test_docq_ask_writes_well_formed_records(tmp_path, docq_env, python):
     for qid, line in enumerate(lines, 1):
         rec = json.loads(line)
         assert list(rec)[:4] == ["doc", "question_id", "question", "answer"]
-        assert rec["doc"] == str(pdf) and rec["question_id"] == str(qid)
+        assert rec["doc"] == str(pdf) and rec["question_id"] == f"q{qid}"
         assert rec["error"] is None
         assert isinstance(rec["answer"], str)
         assert rec["confidence"] is None or 0 < rec["confidence"] <= 1
