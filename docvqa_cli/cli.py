@@ -81,8 +81,9 @@ def document_options(fn):
 
 def load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=None):
     """Read DOC (a path, or - for stdin bytes, or ``data`` already read) into pages."""
-    from docvqa_cli import documents
+    from docvqa_cli import documents, ocr
 
+    ocr.check(ocr_engine, ocr_lang)
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
@@ -414,6 +415,9 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
         raise UsageError("--overwrite needs -o FILE")
     if address and engine != "ray":
         raise UsageError("--address needs --engine ray")
+    from docvqa_cli import ocr
+
+    ocr.check(ocr_engine, ocr_lang)
     questions = batch_mod.read_questions(questions_file)
     paths = batch_mod.find_documents(docs)
     if not paths:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import pymupdf
 from PIL import Image
 
-from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.errors import DocqError, InputError, UsageError
 
 DEFAULT_DPI = 150
 # About 50 megapixels: an A4 page at 600 dpi is ~35 MP; a poster at 150 dpi is far more.
@@ -300,7 +300,7 @@ def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn, data, passwo
         for n in wanted:
             try:
                 page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy)
-            except InputError:
+            except DocqError:  # input, environment (an OCR engine) and usage problems say their own cause
                 raise
             except Exception as exc:
                 if not is_pdf:

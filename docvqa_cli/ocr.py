@@ -101,6 +101,21 @@ def _split_line(text: str, quad, line_no: int) -> list[Word]:
     return words
 
 
+def check(engine: str, lang: str = "eng") -> None:
+    """Before any work: the engine can run with these languages, or EnvironmentProblem with
+    the fix (tesseract only; RapidOCR's models ship in its wheel and load on first use)."""
+    if engine != "tesseract":
+        return
+    if not tesseract_path():
+        _tesseract(None, lang)  # raises the missing-program problem with its fix
+    have = set(tesseract_languages())
+    missing = [code for code in lang.split("+") if code and code not in have]
+    if missing:
+        raise EnvironmentProblem(
+            f"--ocr-lang: tesseract has no language {', '.join(missing)} (installed: {', '.join(sorted(have)) or 'none'}); "
+            f"apt-get install " + " ".join(f"tesseract-ocr-{code}" for code in missing))
+
+
 def tesseract_path() -> str | None:
     return shutil.which("tesseract")
 

@@ -60,6 +60,10 @@ def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, d
     (backend, visual scorer or None). The visual scorer is on with --tie unless --no-visual."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
+    if tie_dir and not model:  # the base model the adapters were trained on
+        from docvqa_cli.vlm import tie
+
+        model = tie.read_config(tie_dir).base_model
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
     backend.decode = resolve_decode(decode, backend.device)
     if tie_dir:

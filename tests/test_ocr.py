@@ -80,3 +80,15 @@ def test_unknown_engine_is_a_usage_error():
 def test_missing_tesseract_language_says_what_to_install():
     with pytest.raises(EnvironmentProblem, match="tesseract-ocr-qqq"):
         ocr.read_words(Image.new("RGB", (60, 30), "white"), engine="tesseract", lang="qqq")
+
+
+def test_a_missing_tesseract_language_is_an_environment_problem_before_any_work():
+    import pytest
+
+    from docvqa_cli import ocr
+    from docvqa_cli.errors import EnvironmentProblem
+
+    ocr.check("tesseract", "eng")  # installed: no error
+    with pytest.raises(EnvironmentProblem) as info:
+        ocr.check("tesseract", "eng+xyz")
+    assert "xyz" in str(info.value) and "tesseract-ocr-xyz" in str(info.value)

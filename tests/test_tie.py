@@ -356,3 +356,7 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     ts = tiles_mod.split(pages[0], tile_px=backend.tile_px, max_tiles=backend.max_tiles)
     s = scorer("What is the total due?", ts)
     assert len(s) == len(ts) and all(0 <= v <= 1 for v in s)
+
+    # --tie without --model loads the base model the adapters name (as `docq ask --tie DIR` does)
+    backend, visual = pipeline.open_backend(None, "cpu", "auto", False, str(out), None)
+    assert backend.name == f"{tiny_folder}+tie" and visual is not None and visual.uses_attention

@@ -174,6 +174,25 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _cached(name: str) -> bool:
+    """Whether the hub model ``name`` is already in the local cache (config and weights), so
+    it loads without the network: a machine that lost its connection still runs."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    config = try_to_load_from_cache(name, "config.json")
+    if not isinstance(config, str):
+        return False
+    return any(isinstance(try_to_load_from_cache(name, f), str)
+               for f in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder the user meant (not a hub id, which is ``owner/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def _load_config(name: str, trust_remote_code: bool, local_only: bool):
     from transformers import AutoConfig
 
@@ -196,7 +215,9 @@ def _load_config(name: str, trust_remote_code: bool, local_only: bool):
                 f"--model {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it once "
                 f"with `hf download {name}` (or unset HF_HUB_OFFLINE)"
             ) from None
-        raise EnvironmentProblem(f"--model {name}: cannot fetch it from the hub ({_first_line(exc)})") from None
+        raise EnvironmentProblem(
+            f"--model {name}: cannot fetch it from the hub ({_first_line(exc)}); on a machine without the "
+            f"network, download it elsewhere with `hf download {name}` and set HF_HUB_OFFLINE=1") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -221,9 +242,12 @@ def _auto_processor(name: str, **kwargs):
 def _quiet_transformers() -> None:
     """transformers' download and weight-loading bars only on a terminal; its warnings only
     when they are errors (docq says what matters itself). stdout is never touched."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry notes; docq says what failed
     if not sys.stderr.isatty():
         hf_logging.disable_progress_bar()
 
@@ -245,14 +269,16 @@ def load_backend(
         model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
         if device == "cpu":
             say(f"no CUDA GPU: running {model} on the CPU, unquantised (slow; --model to choose another)")
-    local_only = _offline() or Path(model).is_dir()
+    _quiet_transformers()
+    if not Path(model).is_dir() and (_looks_like_path(model) or Path(model).exists()):
+        raise UsageError(f"--model {model}: no such model folder")
+    local_only = _offline() or Path(model).is_dir() or _cached(model)
     config = _load_config(model, trust_remote_code, local_only)
     backend_cls = backend_for(getattr(config, "model_type", ""), model)
 
     import torch
 
     qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())))
-    _quiet_transformers()
     kwargs = dict(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
