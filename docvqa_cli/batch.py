@@ -861,8 +861,10 @@ def annotated_path(doc: str, folder: str) -> str:
     """Where the annotated copy of ``doc`` goes: its path made into one file name, so two
     documents with the same name in different folders do not overwrite each other."""
     rel = os.path.splitdrive(os.path.normpath(doc))[1].lstrip(os.sep)
-    rel = rel.replace("..", "_")
-    return os.path.join(folder, rel.replace(os.sep, "__") + ".pdf")
+    rel = rel.replace("..", "_").replace(os.sep, "__")
+    if not rel.lower().endswith(".pdf"):  # scan.png -> scan.png.pdf (never clashes with scan.pdf)
+        rel += ".pdf"
+    return os.path.join(folder, rel)
 
 
 def _annotate(doc: str, answers: list[records.Answer], folder: str, password: str | None, say) -> None:

@@ -285,11 +285,17 @@ def iter_pages(
         data = read_bytes(path)
     doc = open_document(path, data=data, password=password)
     wanted = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
-    for n in wanted:
-        if n < 1 or n > doc.page_count:
-            count = doc.page_count
-            doc.close()
-            raise InputError(path, f"page {n} is out of range (the document has {count})")
+    outside = [n for n in wanted if n < 1 or n > doc.page_count]
+    if outside:
+        count = doc.page_count
+        doc.close()
+        if len(outside) == 1:
+            what = f"page {outside[0]} is"
+        elif outside == list(range(outside[0], outside[-1] + 1)):
+            what = f"pages {outside[0]}-{outside[-1]} are"
+        else:
+            what = f"pages {', '.join(map(str, outside))} are"
+        raise InputError(path, f"{what} out of range (the document has {count} page{'s' if count != 1 else ''})")
     return _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn, data, password)
 
 

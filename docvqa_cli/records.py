@@ -160,7 +160,7 @@ class CsvWriter(Writer):
         row = record.to_dict()
         first = row["boxes"][0] if row["boxes"] else {}
         row.update({k: first.get(k) for k in ("x0", "y0", "x1", "y1")})
-        row["boxes"] = json.dumps(row["boxes"], ensure_ascii=False, separators=(",", ":")) if row["boxes"] else ""
+        row["boxes"] = json.dumps(row["boxes"], ensure_ascii=False, separators=(",", ":"))
         self.writer.writerow([self._cell(row[k]) if k != "boxes" else row[k] for k in CSV_COLUMNS])
         self.stream.flush()
 

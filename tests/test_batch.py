@@ -530,3 +530,10 @@ def test_output_that_is_an_input_is_refused_and_a_document_never_truncated(tmp_p
     other = write_invoice_pdf(tmp_path / "other.pdf")
     result = invoke([qfile, doc, "-o", other, "--model", tmp_path / "nothing", *MODEL_ARGS])
     assert result.exit_code == 2 and "is a document, not a file of records" in result.stderr
+
+
+def test_annotated_copies_are_named_after_the_whole_path():
+    assert batch.annotated_path("docs/a/inv.pdf", "out") == os.path.join("out", "docs__a__inv.pdf")
+    assert batch.annotated_path("docs/a/scan.png", "out") == os.path.join("out", "docs__a__scan.png.pdf")
+    assert batch.annotated_path("/abs/x.PDF", "out") == os.path.join("out", "abs__x.PDF")
+    assert batch.annotated_path("../up/x.pdf", "out") == os.path.join("out", "___up__x.pdf")

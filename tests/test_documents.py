@@ -219,7 +219,7 @@ def test_bad_bytes_from_stdin_name_stdin():
 
 def test_page_out_of_range(tmp_path):
     pdf = write_invoice_pdf(tmp_path / "two.pdf", pages=2)
-    with pytest.raises(InputError, match=r"page 5 is out of range \(the document has 2\)") as err:
+    with pytest.raises(InputError, match=r"page 5 is out of range \(the document has 2 pages\)") as err:
         documents.load(str(pdf), pages=[1, 5])
     assert err.value.path == str(pdf)
 
@@ -244,6 +244,10 @@ def test_iter_pages_checks_at_once_and_yields_in_order(tmp_path):
         documents.iter_pages(str(pdf), pages=[1, 4])  # before any page is taken
     it = documents.iter_pages(str(pdf), pages=[3, 1])
     assert [p.number for p in it] == [3, 1]
+    with pytest.raises(InputError, match=r"pages 4-9 are out of range \(the document has 3 pages\)"):
+        documents.iter_pages(str(pdf), pages=documents.parse_pages("2-9"))
+    with pytest.raises(InputError, match=r"pages 5, 8 are out of range"):
+        documents.iter_pages(str(pdf), pages=[1, 5, 8])
 
 
 def test_text_layer_pages_render_only_when_asked(tmp_path):

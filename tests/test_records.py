@@ -70,7 +70,7 @@ def test_csv_header_flattened_first_box_and_rfc4180():
     assert json.loads(row["boxes"]) == BOXES
     assert row["doc"] == "docs/收据.pdf"
     empty = dict(zip(rows[0], rows[2]))
-    assert empty["confidence"] == "" and empty["page"] == "" and empty["x0"] == "" and empty["boxes"] == ""
+    assert empty["confidence"] == "" and empty["page"] == "" and empty["x0"] == "" and empty["boxes"] == "[]"
     assert empty["error"] == ""
 
 
