@@ -276,26 +276,34 @@ def ground(doc, text, pages_spec, password, dpi, ocr_engine, ocr_lang, limit):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the adapters (tie_config.json, adapters.safetensors), checkpoints and metrics.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Optimizer steps (default: --epochs passes).")
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True,
+              help="Passes over the training records (when --steps is not given).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True,
+              help="AdamW learning rate of the adapters.")
 @click.option("--every", type=click.IntRange(1), default=1, show_default=True,
               help="An adapter after every N-th vision encoder layer (1: all layers).")
 @click.option("--relevance-weight", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Weight of the tile-relevance loss (0: language-model loss only).")
 @click.option("--heldout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Share of the records held out and reported at the end.")
-@click.option("--checkpoint-every", type=click.IntRange(0), default=50, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(0), default=50, show_default=True,
+              help="Save OUT/checkpoint every N steps (0: only at the end).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Go on from OUT/checkpoint if present.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the held-out split, the order of the records and the adapters' start.")
+@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Fraction of each document's tiles the model sees while training, as in docq ask.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True)
+@click.option("--quant", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
+              help="The frozen base: auto is 4bit NF4 on CUDA (adapters in bf16), none on the CPU.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from the hub to run.")
-@click.option("--dpi", type=click.IntRange(36, 1200), default=150, show_default=True)
-@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--dpi", type=click.IntRange(36, 1200), default=150, show_default=True,
+              help="Render resolution for PDF pages.")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar with the loss on stderr (default: only when stderr is a terminal).")
 @handle_errors
 def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldout, checkpoint_every, resume, seed,
-         keep, device, quant, trust_remote_code, dpi, no_progress):
+         keep, device, quant, trust_remote_code, dpi, progress):
     """Train TIE adapters on DATA.jsonl records {doc, question, answer, page?}; prints a JSON report."""
     import json
 
@@ -307,7 +315,8 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
                                    keep=keep, dpi=dpi)
     tune_mod.read_examples(data)  # bad data fails before the model loads
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
-    report = tune_mod.tune(data, backend, out_dir, options, progress=not no_progress)
+    show = progress if progress is not None else sys.stderr.isatty()
+    report = tune_mod.tune(data, backend, out_dir, options, progress=show)
     click.echo(json.dumps(report))
     return ExitCode.ok
 
@@ -317,7 +326,7 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
 @main.command()
 @click.argument("doc")
 @click.argument("question")
-@click.option("--keep", type=float, default=0.5, show_default=True,
+@click.option("--keep", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Fraction of each document's tiles to keep, in (0, 1].")
 @click.option("--tile-px", type=click.IntRange(64, 4096), default=None,
               help="Tile size in rendered pixels (default 512, or the model's own with --model/--tie).")
@@ -343,10 +352,7 @@ def explain(doc, question, keep, tile_px, max_tiles, model, tie_dir, device, fmt
     import json
 
     from docvqa_cli import explain as explain_mod
-    from docvqa_cli.errors import UsageError
 
-    if not 0 < keep <= 1:
-        raise UsageError(f"--keep must be in (0, 1], not {keep:g}")
     if output:
         explain_mod.check_output(output)
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang)

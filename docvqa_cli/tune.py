@@ -362,6 +362,11 @@ class Trainer:
             if disable is not None:
                 disable()
         seconds = time.perf_counter() - start
+        unfound = [p.example for p in prepared.values() if not p.positives]
+        if unfound:
+            self.say(f"{len(unfound)} of {len(prepared)} training answers were not found on their page "
+                     f"(e.g. {unfound[0].doc}: {unfound[0].answer!r}); they trained the answer loss only. "
+                     "Write answers as the document prints them")
         self.tie.config.trained_steps = step
         self.tie.save(out)
         after = self.evaluate(held) if held else None
@@ -371,6 +376,7 @@ class Trainer:
             "steps": step,
             "train_examples": len(train_set),
             "heldout_examples": len(held),
+            "answers_not_found": len(unfound),
             "seconds": round(seconds, 2),
             "first_loss": history[0]["loss"] if history else None,
             "last_loss": round(sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:])), 4) if history else None,
