@@ -5,13 +5,13 @@ saves it like a hub model, loads it through docq's own `load_backend` (4-bit NF4
 CUDA, adapters in bf16) and runs the product's `Trainer` on made-up invoices: first a short
 warm-up, then the timed steps, for each adapter layer plan asked for (`--every 1 2`).
 
-    python benchmarks/tie_bench.py --arch smolvlm-2.2b --steps 20 --every 1 2 --quant 4bit
+    python benchmarks/tie_bench.py --arch smolvlm-instruct --steps 20 --every 1 2 --quant 4bit
 
 Needs CUDA, bitsandbytes (for 4bit) and pymupdf. Prints one JSON line per plan; copy the
 numbers into benchmarks/RESULTS.md with the command and the card.
 
 Architectures (text / vision sizes of the public configs; weights are random):
-- smolvlm-2.2b: SmolVLM-Instruct 2.2B (SigLIP so400m 27 layers x 1152, Llama 24 x 2048)
+- smolvlm-instruct: SmolVLM-Instruct 2.2B (SigLIP so400m 27 layers x 1152, Llama 24 x 2048)
 - smolvlm-256m: SmolVLM-256M-Instruct (SigLIP 12 x 768, 30 x 576)
 The default CUDA model (Qwen3-VL) is not benched here: TIE attaches to Qwen's vision blocks
 but its tile-relevance loss needs the packed-patch order mapped (vlm/tie.py, QWEN spec).
@@ -29,62 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-ARCHS = {
-    "smolvlm-2.2b": dict(
-        vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                    image_size=384, patch_size=14),
-        text=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
-                  num_key_value_heads=32, vocab_size=49155),
-        scale_factor=3,
-    ),
-    "smolvlm-256m": dict(
-        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                    image_size=512, patch_size=16),
-        text=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                  num_key_value_heads=3, vocab_size=49280),
-        scale_factor=4,
-    ),
-    # a smoke test of this script on a CPU (numbers meaningless)
-    "tiny": dict(
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    image_size=64, patch_size=16),
-        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=2, vocab_size=2100),
-        scale_factor=2,
-    ),
-}
+# One source of architectures for the GPU benchmarks: gpu_bench.py's configs and builder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_bench import ARCHS as _ALL, build  # noqa: E402
 
-
-def build(folder: Path, arch: str, device: str) -> Path:
-    import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
-
-    from _tiny_models import IDEFICS3_SPECIAL, SMOLVLM_CHAT_TEMPLATE, save_model_folder, train_tokenizer
-
-    a = ARCHS[arch]
-    tok = train_tokenizer(IDEFICS3_SPECIAL, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
-                          pad_token="<|endoftext|>", chat_template=SMOLVLM_CHAT_TEMPLATE, vocab_size=2000)
-    ids = {k: tok.convert_tokens_to_ids(v) for k, v in
-           dict(image="<image>", pad="<|endoftext|>", eos="<end_of_utterance>", bos="<|im_start|>").items()}
-    cfg = Idefics3Config(
-        image_token_id=ids["image"], scale_factor=a["scale_factor"], pad_token_id=ids["pad"],
-        vision_config=dict(a["vision"]),
-        text_config=dict(model_type="llama", max_position_embeddings=16384, pad_token_id=ids["pad"],
-                         bos_token_id=ids["bos"], eos_token_id=ids["eos"], **a["text"]),
-    )
-    with torch.device(device):
-        model = Idefics3ForConditionalGeneration(cfg).to(torch.bfloat16 if device == "cuda" else torch.float32)
-    model.generation_config.eos_token_id = ids["eos"]
-    v = a["vision"]
-    seq = (v["image_size"] // v["patch_size"]) ** 2 // a["scale_factor"] ** 2
-    ip = Idefics3ImageProcessorPil(size={"longest_edge": 4 * v["image_size"]},
-                                   max_image_size={"longest_edge": v["image_size"]})
-    proc = Idefics3Processor(ip, tok, image_seq_len=seq, chat_template=SMOLVLM_CHAT_TEMPLATE)
-    save_model_folder(folder, model, proc)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return folder
+# TIE's relevance loss and visual scorer are mapped for Idefics3 (SmolVLM) only.
+ARCHS = [name for name, spec in _ALL.items() if spec.get("family", "idefics3") == "idefics3"] + ["tiny-idefics3"]
 
 
 def invoices(folder: Path, n: int) -> Path:
@@ -105,7 +55,7 @@ def invoices(folder: Path, n: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="smolvlm-2.2b")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="smolvlm-instruct")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--every", type=int, nargs="+", default=[1, 2])

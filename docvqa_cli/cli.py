@@ -335,7 +335,7 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
 @click.option("--model", default=None,
               help="Also score with this model's visual relevance (loads it; default: no model).")
 @click.option("--tie", "tie_dir", type=click.Path(file_okay=False), default=None,
-              help="Score with these trained TIE adapters' attention (loads --model or the default).")
+              help="Score with these trained TIE adapters' attention (loads --model, else the base model the adapters name).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table for people, or one JSON object for machines.")
