@@ -170,13 +170,14 @@ def test_cli_joins_a_running_ray_stdout_carries_only_records_and_a_bad_model_exi
     lines = proc.stdout.splitlines()
     assert sorted(json.loads(line)["doc"] for line in lines) == sorted(job["docs"][:2])
     assert "1 answering actor on CPU" in proc.stderr and "2 answered" in proc.stderr
-    # A model that cannot load in the actor: docq's own one-line message and exit code 3.
+    # A model that cannot load in the actor (offline, not in the cache): docq's own one-line
+    # message and exit code 3.
     proc = subprocess.run(
         [sys.executable, "-m", "docvqa_cli", "batch", str(qfile), job["docs"][0], "--engine", "ray",
-         "--address", ray_session, "--model", str(tmp_path / "no-such-model"), "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=300)
+         "--address", ray_session, "--model", "nobody/absent-model", "--device", "cpu"],
+        capture_output=True, text=True, env=dict(env, HF_HUB_OFFLINE="1"), timeout=300)
     assert proc.returncode == 3 and proc.stdout == ""
-    assert f"docq: error: --model {tmp_path / 'no-such-model'}: " in proc.stderr and "Traceback" not in proc.stderr
+    assert "docq: error: --model nobody/absent-model: " in proc.stderr and "Traceback" not in proc.stderr
 
 
 # --- without a Ray run (these run whether Ray is installed or not) ------------------------------
