@@ -618,7 +618,9 @@ class AnswerTypeScorer:
 
 
 class PairScorer:
-    """A value of the wanted kind right of a matched label on its line, or a few lines below it."""
+    """A value of the wanted kind right of a matched label on its line, or a few lines below it;
+    for a defined term in quotes ('Acme GmbH (the "Provider")'), also before it on its line or
+    on the two lines above."""
 
     name = "pair"
 
@@ -637,6 +639,8 @@ class PairScorer:
             h = max(1.0, ly1 - ly0)
             lcy = (ly0 + ly1) / 2
             label_words = set(m.words)
+            # A defined term, as contracts name their parties and things: (the "Provider").
+            defines = any(ch in w.text for w in lw for ch in '"\u201c\u201d\u00ab\u00bb')
             line_kinds = LINE_KINDS.intersection(types)
             below = 1.8 * h if line_kinds and len(types) == len(line_kinds) and "address" not in types else 4.5 * h
             if line_kinds:
@@ -661,6 +665,8 @@ class PairScorer:
                     geom = 1.0
                 elif 0.3 * h < dy <= below and w.x1 >= lx0 - 2 * h and w.x0 <= lx1 + 8 * h:
                     geom = 0.85
+                elif defines and -2.6 * h <= dy <= 0.7 * h and (dy < -0.7 * h or w.x1 <= lx0 + 0.5 * h):
+                    geom = 0.9  # the defined value comes before its name: 'Acme GmbH (the "Provider")'
                 else:
                     continue
                 credit = m.weight * geom * (0.6 + 0.4 * strength)

@@ -111,6 +111,20 @@ def test_value_below_its_label_gains():
     assert below.score > far.score
 
 
+def test_a_defined_party_before_its_quoted_name_gains():
+    # Contracts name a party first and define it after: 'Bluefield Analytics GmbH (the "Provider")'.
+    page = make_page([(60, 100, "Northwind Logistics GmbH, Hamburg"), (560, 100, '(the "Provider")'),
+                      (60, 700, "Marlow Retail plc"), (560, 700, "Invoices monthly")])
+    scores = relevance.score("Who is the provider?", grid(page))
+    party = tile_with(scores, "Northwind")[0]
+    other = tile_with(scores, "Marlow")[0]
+    assert party.parts["pair"] > 0.5 and other.parts["pair"] == 0.0
+    assert party.score > other.score
+    # Without the quotes it is a plain label: a company left of it is not its value.
+    plain = make_page([(60, 100, "Northwind Logistics GmbH, Hamburg"), (560, 100, "Provider")])
+    assert tile_with(relevance.score("Who is the provider?", grid(plain)), "Northwind")[0].parts["pair"] == 0.0
+
+
 def test_neighbour_of_a_label_tile_gains_without_a_value():
     page = make_page([(60, 300, "Grand Total")])
     scores = by_key(relevance.score("What is the total amount?", grid(page)))
