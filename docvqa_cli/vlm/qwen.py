@@ -54,6 +54,8 @@ IM_END = "<|im_end|>"
 # Tiles may be a little larger than tile_px (overlap, grid rounding): allow 1.5x the area
 # before the image processor shrinks them, so a tile is usually encoded at full resolution.
 TILE_AREA_SLACK = 1.5
+# A tile (and an overview's pixel budget) is TILE_GROUPS x TILE_GROUPS merged patch groups.
+TILE_GROUPS = 16
 
 
 @dataclass
@@ -87,6 +89,16 @@ def load_parts(source: str, **kwargs) -> QwenParts:
         image_processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     return QwenParts(image_processor, tokenizer)
+
+
+def image_size(image_processor, max_pixels: int, factor: int) -> dict:
+    """The image processor's size for one image: our pixel budget, capped by its own maximum."""
+    size = getattr(image_processor, "size", None) or {}
+    own_max = size.get("longest_edge") if hasattr(size, "get") else getattr(size, "longest_edge", None)
+    own_min = size.get("shortest_edge") if hasattr(size, "get") else getattr(size, "shortest_edge", None)
+    longest = min(max_pixels, own_max) if own_max else max_pixels
+    shortest = min(own_min or factor**2 * 4, longest)
+    return {"shortest_edge": shortest, "longest_edge": longest}
 
 
 def _pct(a: float, b: float, whole: float) -> str:
@@ -131,8 +143,8 @@ class QwenBackend(Backend):
         self.patch = int(getattr(vision, "patch_size", processor.image_processor.patch_size))
         self.merge = int(getattr(vision, "spatial_merge_size", processor.image_processor.merge_size))
         self.factor = self.patch * self.merge
-        self.tile_px = 16 * self.factor
-        self.image_tokens_per_image = 16 * 16
+        self.tile_px = TILE_GROUPS * self.factor
+        self.image_tokens_per_image = TILE_GROUPS * TILE_GROUPS
         # Qwen2.5-VL grounds in absolute pixels of its input; Qwen2-VL and Qwen3-VL on 0-1000.
         self.box_scale = "pixels" if self.model_type == "qwen2_5_vl" else "per-mille"
         tok = processor.tokenizer
@@ -154,13 +166,7 @@ class QwenBackend(Backend):
     # -- preprocess -------------------------------------------------------------------------
 
     def _budget(self, max_pixels: int) -> dict:
-        """The image processor's size for one image: our budget, capped by its own maximum."""
-        size = getattr(self.processor.image_processor, "size", None) or {}
-        own_max = size.get("longest_edge") if hasattr(size, "get") else getattr(size, "longest_edge", None)
-        own_min = size.get("shortest_edge") if hasattr(size, "get") else getattr(size, "shortest_edge", None)
-        longest = min(max_pixels, own_max) if own_max else max_pixels
-        shortest = min(own_min or self.factor**2 * 4, longest)
-        return {"shortest_edge": shortest, "longest_edge": longest}
+        return image_size(self.processor.image_processor, max_pixels, self.factor)
 
     def _encode_image(self, image: Image.Image, max_pixels: int) -> tuple[Any, Any]:
         out = self.processor.image_processor(

@@ -115,13 +115,68 @@ IDEFICS3 = FamilySpec(
     vision_paths=("model.vision_model", "vision_model"),
     encode_overview=_idefics3_encode,
 )
+def qwen_patch_order(vision, grid_thw: torch.Tensor) -> list[torch.Tensor]:
+    """Where each position of Qwen's packed sequence (as the vision blocks see it) sits on its
+    image: one tensor per image (in ``grid_thw`` order), the row-major patch index
+    ``frame * h * w + row * w + col`` of each of the image's positions, in sequence order.
+
+    The image processor flattens an image's (h, w) patch grid block-major: merge_size x
+    merge_size windows in row-major order, row-major inside each window (the order of
+    ``vision_utils.get_vision_position_ids``). Qwen2.5-VL then permutes whole merge windows into
+    its attention windows (``get_vision_window_index``) before the blocks and back after the
+    merger; the permutation stays inside each image, so every image is one contiguous run.
+    """
+    m = int(vision.config.spatial_merge_size)
+    per_image, offset = [], 0
+    for t, h, w in grid_thw.tolist():
+        t, h, w = int(t), int(h), int(w)
+        idx = torch.arange(h * w).reshape(h // m, m, w // m, m).transpose(1, 2).flatten()
+        frames = (torch.arange(t)[:, None] * (h * w) + idx[None, :]).flatten()
+        per_image.append(frames + offset)
+        offset += t * h * w
+    order = torch.cat(per_image)  # processor order -> global row-major index
+    if getattr(vision, "window_size", None) and hasattr(vision, "fullatt_block_indexes"):  # Qwen2.5-VL
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid_thw.cpu(), spatial_merge_size=m,
+                                                  window_size=vision.window_size, patch_size=vision.patch_size)
+        unit = m * m
+        order = order[(window_index[:, None] * unit + torch.arange(unit)[None, :]).flatten()]
+    out, start = [], 0
+    for t, h, w in grid_thw.tolist():
+        n = int(t) * int(h) * int(w)
+        out.append(order[start:start + n] - start)
+        start += n
+    return out
+
+
+def _qwen_encode(model, processor, image, project: bool = True):
+    """One overview through Qwen's vision tower at the backend's overview budget."""
+    from docvqa_cli.vlm import qwen
+
+    vision = QWEN.vision(model)
+    ip = getattr(processor, "image_processor", processor)
+    m = int(vision.config.spatial_merge_size)
+    factor = int(vision.config.patch_size) * m
+    budget = (qwen.TILE_GROUPS * factor) ** 2  # as QwenBackend.preprocess encodes an overview
+    enc = ip(images=[image.convert("RGB")], size=qwen.image_size(ip, budget, factor), return_tensors="pt")
+    param = next(vision.parameters())
+    grid = enc["image_grid_thw"].to(param.device)
+    out = vision(enc["pixel_values"].to(device=param.device, dtype=param.dtype), grid_thw=grid)
+    _, h, w = (int(v) for v in grid[0])
+    if project:  # after the merger, in the LM embedding space: row-major over (h/m, w/m)
+        return out.pooler_output, (h // m, w // m)
+    order = qwen_patch_order(vision, grid)[0].to(param.device)
+    return out.last_hidden_state[torch.argsort(order)], (h, w)
+
+
 QWEN = FamilySpec(
     family="qwen",
     model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
     layer_paths=("model.visual.blocks", "visual.blocks"),
     vision_paths=("model.visual", "visual"),
     packed=True,
-    encode_overview=None,  # the patch order inside Qwen's packed sequence is not mapped yet
+    encode_overview=_qwen_encode,
 )
 SPECS = (IDEFICS3, QWEN)
 
@@ -227,7 +282,12 @@ class _Condition:
     mask: torch.Tensor  # (B, T) bool
     groups: torch.Tensor | None = None  # (images,) image -> question row, when B > 1
     record: bool = False  # keep each adapter's attention logits (for scoring / the relevance loss)
+    # Each record: (images, heads, P, T) logits; for packed families a list with one
+    # (heads, P_i, T) per image, its patches in row-major grid order.
     records: list = field(default_factory=list)
+    # Packed families: per image of the current vision call, (start, end, order) in the packed
+    # sequence (``qwen_patch_order``); set by a pre-hook on the vision tower.
+    layout: list | None = None
 
 
 class Tie:
@@ -248,6 +308,8 @@ class Tie:
                 f"this model has {len(layers)} (base model {self.config.base_model!r})"
             )
         self._handles = [layers[i].register_forward_hook(self._hook(str(i))) for i in self.config.layers]
+        if spec.packed:  # learn which positions of the packed sequence belong to which image
+            self._handles.append(spec.vision(model).register_forward_pre_hook(self._layout_hook, with_kwargs=True))
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -354,7 +416,22 @@ class Tie:
         finally:
             self._cond = prev
 
-    # -- the hook -------------------------------------------------------------------------
+    # -- the hooks ------------------------------------------------------------------------
+    def _layout_hook(self, module, args, kwargs):
+        cond = self._cond
+        if cond is None:
+            return None
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        if grid is None:
+            cond.layout = None
+            return None
+        layout, start = [], 0
+        for order in qwen_patch_order(module, grid):
+            layout.append((start, start + order.numel(), order))
+            start += order.numel()
+        cond.layout = layout
+        return None
+
     def _hook(self, key: str):
         def hook(module, args, output):
             cond = self._cond
@@ -369,6 +446,8 @@ class Tie:
         return hook
 
     def _apply(self, key: str, hidden: torch.Tensor) -> torch.Tensor:
+        if self.spec.packed and hidden.dim() == 2:
+            return self._apply_packed(key, hidden)
         cond = self._cond
         block = self.adapters.blocks[key]
         dtype = next(block.parameters()).dtype
@@ -390,6 +469,62 @@ class Tie:
             cond.records.append(att)
         out = x + delta.to(x.dtype)
         return out.squeeze(0) if x is not hidden else out
+
+
+    def _apply_packed(self, key: str, hidden: torch.Tensor) -> torch.Tensor:
+        """Qwen: ``hidden`` is (seq, D), the patches of all images packed. Each image's patches
+        attend to its own question row (``groups``: image -> row); the images of one row go
+        through the cross-attention together (patches never attend to each other there)."""
+        cond = self._cond
+        block = self.adapters.blocks[key]
+        dtype = next(block.parameters()).dtype
+        text, mask = cond.embeds.to(dtype), cond.mask
+        layout = cond.layout or [(0, hidden.shape[0], None)]
+        if cond.groups is not None:
+            rows = [int(g) for g in cond.groups]
+        elif text.shape[0] == 1:
+            rows = [0] * len(layout)
+        else:
+            rows = list(range(len(layout)))
+        if len(rows) != len(layout) or (cond.layout is None and text.shape[0] != 1):
+            raise UsageError(f"TIE: {len(rows)} image groups for {len(layout)} images in the packed sequence")
+
+        def run(x_, text_, mask_):
+            return block(x_.to(dtype), self.adapters.text_proj(text_), mask_)
+
+        delta = None
+        atts: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for row in sorted(set(rows)):
+            mine = [i for i, r in enumerate(rows) if r == row]
+            whole = len(mine) == len(layout)
+            idx = None if whole else torch.cat(
+                [torch.arange(layout[i][0], layout[i][1], device=hidden.device) for i in mine])
+            x = (hidden if idx is None else hidden.index_select(0, idx)).unsqueeze(0)
+            t_, m_ = text[row:row + 1], mask[row:row + 1]
+            if self.checkpointing and torch.is_grad_enabled():
+                d, att = checkpoint(run, x, t_, m_, use_reentrant=False)
+            else:
+                d, att = run(x, t_, m_)
+            d = d[0].to(hidden.dtype)
+            if idx is None:
+                delta = d
+            else:
+                delta = (torch.zeros_like(hidden) if delta is None else delta).index_copy(0, idx, d)
+            if cond.record:
+                pos = 0
+                for i in mine:
+                    n = layout[i][1] - layout[i][0]
+                    atts[i] = (att[0, :, pos:pos + n], layout[i][2])
+                    pos += n
+        if cond.record:
+            per_image = []
+            for i in range(len(layout)):
+                a, order = atts[i]
+                if order is not None:  # sequence order -> row-major grid order
+                    a = a[:, torch.argsort(order.to(a.device))]
+                per_image.append(a)
+            cond.records.append(per_image)
+        return hidden + delta
 
 
 # ---------------------------------------------------------------------------------------
