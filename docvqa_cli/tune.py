@@ -199,6 +199,7 @@ class Trainer:
     def lm_loss(self, prep: Prepared) -> torch.Tensor:
         ex = prep.example
         inputs = self.backend.preprocess(ex.question, prep.views, self.template)
+        inputs = inputs.get("model_inputs", inputs)  # Qwen keeps its tensors under model_inputs
         answer_ids = self.tokenizer(" " + ex.answer.strip(), add_special_tokens=False)["input_ids"]
         end = self._end_id()
         if end is not None:
@@ -216,10 +217,10 @@ class Trainer:
             tensors[k] = v
         ids = tensors["input_ids"]
         tensors["input_ids"] = torch.cat([ids, ans.to(device)], dim=1)
-        if "attention_mask" in tensors:
-            tensors["attention_mask"] = torch.cat(
-                [tensors["attention_mask"], torch.ones_like(ans, device=device, dtype=tensors["attention_mask"].dtype)], dim=1
-            )
+        for k, v in list(tensors.items()):  # per-token companions: attention mask 1, token types 0 (text)
+            if k != "input_ids" and v.shape == ids.shape:
+                fill = torch.ones_like if k == "attention_mask" else torch.zeros_like
+                tensors[k] = torch.cat([v, fill(ans, device=device, dtype=v.dtype)], dim=1)
         labels = torch.full_like(tensors["input_ids"], -100)
         labels[:, ids.shape[1]:] = ans.to(device)
         with self.tie.condition(ex.question):

@@ -288,3 +288,47 @@ def test_visual_scorer_attention_mass_with_trained_adapters(qwen):
         assert sum(v / (1 - v) * a for v, a in zip(s, areas)) == pytest.approx(1.0, abs=1e-4)
     finally:
         tie.detach()
+
+
+# ---- training (the Python API of docq tune), loading, answering ---------------------------------
+
+from test_tie import invoice_set, options  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def qwen3_folder(tmp_path_factory):
+    return build_tiny_qwen(tmp_path_factory.mktemp("q3") / "model", "qwen3_vl", max_tokens_per_image=36,
+                           chat_template=True)
+
+
+def small_tiles(backend):
+    """Tiles of 2x2 merged groups (64 px), so a page at 40 dpi has several (the default is 16x16)."""
+    backend.tile_px = 2 * backend.factor
+    return backend
+
+
+def test_training_steps_lower_both_losses(qwen3_folder, tmp_path):
+    from docvqa_cli.tune import Trainer, read_examples
+    from docvqa_cli.vlm.load import load_backend
+
+    backend = small_tiles(load_backend(str(qwen3_folder), device="cpu", quant="none"))
+    examples = read_examples(invoice_set(tmp_path))[:4]
+    tie = Tie.create(backend.model, backend.name, tokenizer=tok(backend), every=1)
+    try:
+        trainer = Trainer(backend, tie, options(heldout=0.0, steps=8, checkpoint_every=0), say=lambda s: None)
+        prepared = [trainer.prepare(e) for e in examples]
+        assert all(p.positives and len(p.page_tiles) > 1 for p in prepared)  # the relevance loss fires
+
+        def mean_losses():
+            with torch.no_grad():
+                vals = [trainer.loss(p) for p in prepared]
+            assert all(v[2] is not None for v in vals)
+            return sum(v[1] for v in vals) / 4, sum(v[2] for v in vals) / 4
+
+        lm0, rel0 = mean_losses()
+        metrics = trainer.train(examples, tmp_path / "out", progress=False)
+        lm1, rel1 = mean_losses()
+        assert metrics["steps"] == 8
+        assert rel1 < rel0 and lm1 < lm0, (lm0, lm1, rel0, rel1)
+    finally:
+        tie.detach()

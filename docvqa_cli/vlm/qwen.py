@@ -17,9 +17,10 @@ the tokenizer's chat template (or Qwen's chat format written here when it has no
 Batching (``forward_batch``): prompts (ids, attention mask, ``mm_token_type_ids``) are
 left-padded and the images of all items concatenated in order (``pixel_values`` is already
 a flat list of patches and ``image_grid_thw`` one row per image); Qwen's M-RoPE positions
-are computed from the attention mask, so padding does not move them. TIE adapters see Qwen's
-images packed into one sequence, which they cannot split per question: with ``backend.tie``
-a batch is answered one item at a time. The overview is encoded with every question (no
+are computed from the attention mask, so padding does not move them. With TIE adapters
+(``backend.tie``) each image's patches are conditioned on its own item's question
+(``tie_groups``: image -> item; ``vlm/tie.py`` finds each image's run in the packed
+sequence from ``grid_thw``). The overview is encoded with every question (no
 reuse): Qwen3-VL feeds the language model extra per-layer ("deepstack") visual features
 next to the merged image tokens, so pre-encoded images would have to carry those too.
 
@@ -266,6 +267,12 @@ class QwenBackend(Backend):
         tensors = {k: v.to(device) for k, v in tensors.items()}
         stop = inputs[0].get("stop", "eos")
         return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.pad_id)
+
+    def tie_groups(self, inputs: list[dict]):
+        """The item of each image in ``forward_batch``'s packed images (items' images in order)."""
+        import torch
+
+        return torch.tensor([b for b, item in enumerate(inputs) for _ in item["images"]], dtype=torch.long)
 
     # -- postprocess ------------------------------------------------------------------------
 
