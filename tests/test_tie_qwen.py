@@ -332,3 +332,46 @@ def test_training_steps_lower_both_losses(qwen3_folder, tmp_path):
         assert rel1 < rel0 and lm1 < lm0, (lm0, lm1, rel0, rel1)
     finally:
         tie.detach()
+
+
+def test_tune_load_and_answer_through_the_pipeline(qwen3_folder, tmp_path):
+    from docvqa_cli import documents, pipeline
+    from docvqa_cli import tiles as tiles_mod
+    from docvqa_cli.tune import tune
+    from docvqa_cli.vlm.load import load_backend
+
+    data = invoice_set(tmp_path)
+    out = tmp_path / "adapters"
+    backend = small_tiles(load_backend(str(qwen3_folder), device="cpu", quant="none"))
+    metrics = tune(data, backend, out, options(steps=3, checkpoint_every=0, heldout=0.25), progress=False,
+                   say=lambda s: None)
+    assert metrics["steps"] == 3 and metrics["heldout_after"]["relevance_loss"] is not None
+    assert metrics["heldout_after"]["visual_scorer"] == "attention"
+
+    # `docq ask --tie DIR`: the base model named in the adapters' config, adapters on, visual scorer on
+    backend, visual = pipeline.open_backend(None, "cpu", "auto", False, str(out), None)
+    assert backend.name == f"{qwen3_folder}+tie" and backend.tie.config.trained_steps == 3
+    assert visual is not None and visual.uses_attention
+    pages = documents.load(str(tmp_path / "inv0.pdf"), dpi=40, ocr=None)
+    questions = [("1", "What is the total due?"), ("2", "What is the invoice number?")]
+    records = list(pipeline.answer_questions(pages, questions, backend, max_new_tokens=4, visual=visual))
+    assert [r.question_id for r in records] == ["1", "2"]
+    assert all(r.error is None and r.model.endswith("+tie") and isinstance(r.answer, str) for r in records)
+    ts = tiles_mod.split(pages[0], tile_px=backend.tile_px, max_tiles=backend.max_tiles)
+    s = visual("What is the total due?", ts)
+    assert len(s) == len(ts) and all(0 <= v <= 1 for v in s)
+    backend.tie.detach()
+
+    # the CLI: docq ask DOC Q... --tie DIR (no --model)
+    import json
+
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    result = CliRunner().invoke(main, ["ask", str(tmp_path / "inv0.pdf"), "What is the total due?", "Date?",
+                                       "--tie", str(out), "--device", "cpu", "--max-new-tokens", "3", "--dpi", "40"],
+                       env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and all(r["model"].endswith("+tie") and r["error"] is None for r in rows)
