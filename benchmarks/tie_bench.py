@@ -13,8 +13,9 @@ numbers into benchmarks/RESULTS.md with the command and the card.
 Architectures (text / vision sizes of the public configs; weights are random):
 - smolvlm-instruct: SmolVLM-Instruct 2.2B (SigLIP so400m 27 layers x 1152, Llama 24 x 2048)
 - smolvlm-256m: SmolVLM-256M-Instruct (SigLIP 12 x 768, 30 x 576)
-The default CUDA model (Qwen3-VL) is not benched here: TIE attaches to Qwen's vision blocks
-but its tile-relevance loss needs the packed-patch order mapped (vlm/tie.py, QWEN spec).
+- qwen3-vl-4b (and the other Qwen3-VL archs of gpu_bench.py): the default CUDA model; TIE
+  conditions each image's run of Qwen's packed patch sequence, and the relevance loss maps
+  the overview's patches to tiles (vlm/tie.py, ``qwen_patch_order``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench import ARCHS as _ALL, build  # noqa: E402
 
-# TIE's relevance loss and visual scorer are mapped for Idefics3 (SmolVLM) only.
-ARCHS = [name for name, spec in _ALL.items() if spec.get("family", "idefics3") == "idefics3"] + ["tiny-idefics3"]
+# TIE (adapters, relevance loss, visual scorer) is mapped for Idefics3 (SmolVLM) and Qwen-VL.
+ARCHS = list(_ALL) + ["tiny-idefics3"]
 
 
 def invoices(folder: Path, n: int) -> Path:
@@ -79,7 +80,7 @@ def main() -> None:
     examples = read_examples(invoices(tmp, 8))
     backend = load_backend(str(folder), device=args.device, quant=args.quant if cuda else "none")
     for every in args.every:
-        tie = Tie.create(backend.model, args.arch, tokenizer=backend.tokenizer, every=every)
+        tie = Tie.create(backend.model, args.arch, tokenizer=backend._tokenizer(), every=every)
         opts = TuneOptions(steps=args.warmup, lr=1e-4, every=every, heldout=0.0, checkpoint_every=0,
                            dpi=args.dpi, ocr=None, keep=args.keep)
         trainer = Trainer(backend, tie, opts, say=lambda s: None)
@@ -88,7 +89,8 @@ def main() -> None:
         toks = []
         for ex in examples:
             prep = trainer.prepare(ex)
-            toks.append(int(backend.preprocess(ex.question, prep.views, trainer.template)["input_ids"].shape[1]))
+            inputs = backend.preprocess(ex.question, prep.views, trainer.template)
+            toks.append(int(inputs.get("model_inputs", inputs)["input_ids"].shape[1]))
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
