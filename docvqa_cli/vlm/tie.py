@@ -9,6 +9,11 @@ The base model is never modified: adapters live in their own ``nn.Module`` and a
 forward hooks on the encoder's layers. The question reaches the layers through a context
 (``Tie.condition(question)``) that the hooks read on every call; outside it they do nothing.
 
+Qwen-VL packs the patches of all images into one (seq, D) sequence: a pre-hook on the vision
+tower reads ``grid_thw`` and finds each image's run and patch order (``qwen_patch_order``), so
+each image's patches attend to their own question and recorded attention comes back per image
+in row-major grid order.
+
 Also here: ``VisualScorer``, the visual relevance hook for ``relevance.score``. Without
 adapters it is training-free (the overview's image tokens after the connector, pooled per
 tile region, against the mean question embedding); with adapters it uses the adapters'
