@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from _tiny_qwen import build_tiny_qwen
-from docvqa_cli.documents import Page, Word
+from test_tie import invoice_set, options, word_page
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
 from docvqa_cli.vlm.tie import Tie, VisualScorer, qwen_patch_order, region_cells
@@ -201,17 +201,6 @@ def test_patch_order_puts_each_patch_where_it_is_on_the_image(qwen):
 # ---- the visual relevance scorer ---------------------------------------------------------------
 
 
-def word_page(word_at=(1, 2), rows=3, cols=3, size=96) -> Page:
-    img = Image.new("RGB", (cols * size, rows * size), "white")
-    r, c = word_at
-    d = ImageDraw.Draw(img)
-    x0, y0 = c * size + 20, r * size + 35
-    d.rectangle((x0, y0, x0 + 55, y0 + 22), fill="black")
-    d.text((x0 + 4, y0 + 5), "TOTAL", fill="white")
-    return Page("synthetic", 1, float(img.width), float(img.height), img, 1.0,
-                [Word("TOTAL", x0, y0, x0 + 55, y0 + 22, 0)])
-
-
 @pytest.fixture
 def neutral(qwen):
     """Position effects off: rotary frequencies 0 (cos 1, sin 0), no learned position table,
@@ -292,7 +281,6 @@ def test_visual_scorer_attention_mass_with_trained_adapters(qwen):
 
 # ---- training (the Python API of docq tune), loading, answering ---------------------------------
 
-from test_tie import invoice_set, options  # noqa: E402
 
 
 @pytest.fixture(scope="module")
