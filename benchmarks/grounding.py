@@ -26,7 +26,6 @@ import argparse
 import csv
 import glob
 import json
-import os
 import pickle
 import re
 import sys

@@ -22,7 +22,6 @@ import difflib
 import glob
 import json
 import math
-import os
 import pickle
 import random
 import re

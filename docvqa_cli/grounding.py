@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Iterable, Sequence
 
 from docvqa_cli.documents import Page, Word
@@ -372,8 +372,7 @@ def _date_score(target: _Target, words: list[Word]) -> float:
 
 def _spans(lines: list[_Line], target: _Target):
     """Spans (list of words, edit distance of their text to the target) worth scoring."""
-    key, max_dist = target.key, target.max_dist
-    n = len(key)
+    n = len(target.key)
     for li, line in enumerate(lines):
         for si in range(len(line.words)):
             column = list(range(n + 1))  # edit distance of key[:i] to the span text so far

@@ -192,6 +192,7 @@ def test_overview_features_are_reused_with_the_same_tokens(backend, pages):
     images = sum(i["images_encoded"] for i in inputs)
     tiles_only = sum(len(v.tiles) for _, views in items for v in views)
     assert seen == [tiles_only + 2, tiles_only]  # the 2 pages' overviews are encoded once
+    assert images > tiles_only + 2  # several questions share those 2 overviews
     for a, b, c in zip(fresh, first, again):
         assert a["tokens"].tolist() == b["tokens"].tolist() == c["tokens"].tolist()
         torch.testing.assert_close(c["logprobs"], a["logprobs"], atol=1e-4, rtol=1e-4)

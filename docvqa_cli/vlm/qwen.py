@@ -35,7 +35,6 @@ refer to (a ``"image": N`` key naming the image number in the prompt, or a ``"ti
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
