@@ -250,10 +250,11 @@ def _patterns() -> dict[str, re.Pattern]:
     }
 
 
+@functools.lru_cache(maxsize=65536)
 def _id_strength(tok: str) -> float:
     core = tok.strip("#:.,;()")
-    digits = sum(c.isdigit() for c in core)
-    letters = sum(c.isalpha() for c in core)
+    digits = sum(map(str.isdigit, core))
+    letters = sum(map(str.isalpha, core))
     if len(core) < 4 or digits == 0:
         return 0.0
     if letters and digits >= 2:
@@ -285,16 +286,22 @@ class PageText:
 
 def _fuzzy_forms(tok: str) -> list[str]:
     forms = [tok]
-    if any(c.isdigit() for c in tok) and sum(c.isalpha() for c in tok) >= 2 * sum(c.isdigit() for c in tok):
+    digits = sum(map(str.isdigit, tok))
+    if digits and sum(map(str.isalpha, tok)) >= 2 * digits:
         forms.append(tok.translate(_CONFUSE))
     return forms
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_tokens(text: str) -> tuple[str, ...]:
+    return tuple(_stem(t) for t in _raw_tokens(text))
 
 
 def analyse_page(words: Sequence[Word]) -> PageText:
     words = list(words)
     pat = _patterns()
     voc = vocabulary()
-    toks = [[_stem(t) for t in _raw_tokens(w.text)] for w in words]
+    toks = [list(_word_tokens(w.text)) for w in words]
     # Lines: the engine's line numbers (text layer, OCR), ordered left to right.
     groups: dict[int, list[int]] = {}
     for i, w in enumerate(words):
@@ -331,7 +338,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             pos += len(t) + 1
         text = " ".join(parts)
         ln.text = text
-        has_digit = any(c.isdigit() for c in text)
+        digits = sum(map(str.isdigit, text))
+        has_digit = digits > 0
         raw = set(_raw_tokens(text)) if has_digit else set()
         for m in pat["amount_cur"].finditer(text) if raw & CURRENCY_TOKENS() else ():
             mark(ln.words, offsets, "amount", 1.0, m.span())
@@ -348,7 +356,7 @@ def analyse_page(words: Sequence[Word]) -> PageText:
         for m in pat["percent"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "percent", 1.0, m.span())
         for m in pat["phone"].finditer(text) if has_digit else ():
-            if sum(c.isdigit() for c in m.group()) >= 8:
+            if sum(map(str.isdigit, m.group())) >= 8:
                 mark(ln.words, offsets, "phone", 0.8, m.span())
         for i in ln.words if has_digit else ():
             s = _id_strength(words[i].text)
@@ -367,8 +375,7 @@ def analyse_page(words: Sequence[Word]) -> PageText:
                     types[i][typ] = 0.9 * v
         # Line-level kinds: names and addresses.
         ltoks = [t for i in ln.words for t in toks[i]]
-        letters = sum(c.isalpha() for c in text)
-        digits = sum(c.isdigit() for c in text)
+        letters = sum(map(str.isalpha, text))
         if letters >= 3:
             name = _name_strength(words, ln, ltoks, letters, digits, voc, median_h)
             if name:
@@ -416,7 +423,7 @@ def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Voca
                   or (len(alpha) >= 2 and len(alpha[-2]) >= 3 and (alpha[-2],) in voc.name_suffixes)):
         name = 1.0
     elif digits <= 0.2 * (letters + digits):
-        alpha_words = [words[i].text for i in ln.words if any(c.isalpha() for c in words[i].text)]
+        alpha_words = [t for t in (words[i].text for i in ln.words) if any(map(str.isalpha, t))]
         caps = sum(1 for w in alpha_words if w[:1].isupper()) / max(1, len(alpha_words))
         if caps >= 0.6:
             name = 0.5
@@ -598,13 +605,10 @@ class AnswerTypeScorer:
         out = [0.0] * len(doc.tiles)
         if not types:
             return out
+        kinds = [_strengths(pt.types, types) for pt in doc.texts]  # per page, per word
         for ti in range(len(doc.tiles)):
-            pt = doc.texts[doc.page_of_tile[ti]]
-            best = 0.0
-            for wi in doc.words_of_tile[ti]:
-                for typ in types:
-                    best = max(best, pt.types[wi].get(typ, 0.0))
-            out[ti] = 0.6 * best
+            kind = kinds[doc.page_of_tile[ti]]
+            out[ti] = 0.6 * max([kind[wi] for wi in doc.words_of_tile[ti]], default=0.0)
         lex = doc.lexical if doc.lexical is not None else LexicalScorer().score(query, doc)
         for ti, t in enumerate(doc.tiles):
             if lex[ti] <= 0:
@@ -629,10 +633,13 @@ class PairScorer:
         out = [0.0] * len(doc.tiles)
         if not types:
             return out
+        values: dict[int, list[tuple[int, Word, float]]] = {}  # per page: its values of the wanted kinds
         for m in doc.labels(query):
             if m.weight < 0.5:
                 continue
             pt = doc.texts[m.page]
+            if m.page not in values:
+                values[m.page] = [(vi, pt.words[vi], v) for vi, v in enumerate(_strengths(pt.values, types)) if v]
             lw = [pt.words[i] for i in m.words]
             lx0, ly0 = min(w.x0 for w in lw), min(w.y0 for w in lw)
             lx1, ly1 = max(w.x1 for w in lw), max(w.y1 for w in lw)
@@ -654,11 +661,8 @@ class PairScorer:
                             out[ti] = max(out[ti], credit)
                             doc.evidence[ti].add((m.page, vi))
                     continue
-            for vi, w in enumerate(pt.words):
+            for vi, w, strength in values[m.page]:
                 if vi in label_words:
-                    continue
-                strength = max((pt.values[vi].get(typ, 0.0) for typ in types), default=0.0)
-                if not strength:
                     continue
                 dy = w.cy - lcy
                 if abs(dy) <= 0.7 * h and w.x1 > lx1 - 0.5 * h:
@@ -675,6 +679,14 @@ class PairScorer:
                         out[ti] = credit
                     doc.evidence[ti].add((m.page, vi))
         return out
+
+
+def _strengths(per_word: list[dict[str, float]], types: Sequence[str]) -> list[float]:
+    """Per word, its strongest value among ``types`` (0.0 when none)."""
+    if len(types) == 1:
+        typ = types[0]
+        return [d.get(typ, 0.0) for d in per_word]
+    return [max([d.get(typ, 0.0) for typ in types], default=0.0) for d in per_word]
 
 
 def _word_indices(doc: Doc, p: int, ti: int) -> list[int]:
