@@ -250,10 +250,11 @@ def _patterns() -> dict[str, re.Pattern]:
     }
 
 
+@functools.lru_cache(maxsize=65536)
 def _id_strength(tok: str) -> float:
     core = tok.strip("#:.,;()")
-    digits = sum(c.isdigit() for c in core)
-    letters = sum(c.isalpha() for c in core)
+    digits = sum(map(str.isdigit, core))
+    letters = sum(map(str.isalpha, core))
     if len(core) < 4 or digits == 0:
         return 0.0
     if letters and digits >= 2:
@@ -285,16 +286,22 @@ class PageText:
 
 def _fuzzy_forms(tok: str) -> list[str]:
     forms = [tok]
-    if any(c.isdigit() for c in tok) and sum(c.isalpha() for c in tok) >= 2 * sum(c.isdigit() for c in tok):
+    digits = sum(map(str.isdigit, tok))
+    if digits and sum(map(str.isalpha, tok)) >= 2 * digits:
         forms.append(tok.translate(_CONFUSE))
     return forms
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_tokens(text: str) -> tuple[str, ...]:
+    return tuple(_stem(t) for t in _raw_tokens(text))
 
 
 def analyse_page(words: Sequence[Word]) -> PageText:
     words = list(words)
     pat = _patterns()
     voc = vocabulary()
-    toks = [[_stem(t) for t in _raw_tokens(w.text)] for w in words]
+    toks = [list(_word_tokens(w.text)) for w in words]
     # Lines: the engine's line numbers (text layer, OCR), ordered left to right.
     groups: dict[int, list[int]] = {}
     for i, w in enumerate(words):
@@ -302,8 +309,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
     lines = []
     for idx in groups.values():
         idx.sort(key=lambda i: words[i].x0)
-        box = (min(words[i].x0 for i in idx), min(words[i].y0 for i in idx),
-               max(words[i].x1 for i in idx), max(words[i].y1 for i in idx))
+        ws = [words[i] for i in idx]
+        box = (min([w.x0 for w in ws]), min([w.y0 for w in ws]), max([w.x1 for w in ws]), max([w.y1 for w in ws]))
         lines.append(_Line(idx, "", box, 0.0))
     lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
     line_of = [0] * len(words)
@@ -320,6 +327,8 @@ def analyse_page(words: Sequence[Word]) -> PageText:
     heights = sorted(ln.box[3] - ln.box[1] for ln in lines)
     median_h = heights[len(heights) // 2] if heights else 0.0
     n = max(1, len(lines) - 1)
+    post = [False] * len(lines)  # per line, whether it holds a postcode
+    currency_toks, month_toks, addr_hints = CURRENCY_TOKENS(), MONTH_TOKENS(), _ADDRESS_HINTS()
     for li, ln in enumerate(lines):
         ln.rank = li / n
         offsets, parts, pos = [], [], 0
@@ -331,15 +340,16 @@ def analyse_page(words: Sequence[Word]) -> PageText:
             pos += len(t) + 1
         text = " ".join(parts)
         ln.text = text
-        has_digit = any(c.isdigit() for c in text)
+        digits = sum(map(str.isdigit, text))
+        has_digit = digits > 0
         raw = set(_raw_tokens(text)) if has_digit else set()
-        for m in pat["amount_cur"].finditer(text) if raw & CURRENCY_TOKENS() else ():
+        for m in pat["amount_cur"].finditer(text) if raw & currency_toks else ():
             mark(ln.words, offsets, "amount", 1.0, m.span())
         for m in pat["amount"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "amount", 0.8, m.span())
         for m in pat["date"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "date", 1.0, m.span())
-        for m in pat["date_month"].finditer(text) if raw & MONTH_TOKENS() else ():
+        for m in pat["date_month"].finditer(text) if raw & month_toks else ():
             mark(ln.words, offsets, "date", 1.0, m.span())
         for m in pat["time"].finditer(text) if has_digit and ":" in text else ():
             mark(ln.words, offsets, "time", 1.0, m.span())
@@ -348,7 +358,7 @@ def analyse_page(words: Sequence[Word]) -> PageText:
         for m in pat["percent"].finditer(text) if has_digit else ():
             mark(ln.words, offsets, "percent", 1.0, m.span())
         for m in pat["phone"].finditer(text) if has_digit else ():
-            if sum(c.isdigit() for c in m.group()) >= 8:
+            if sum(map(str.isdigit, m.group())) >= 8:
                 mark(ln.words, offsets, "phone", 0.8, m.span())
         for i in ln.words if has_digit else ():
             s = _id_strength(words[i].text)
@@ -367,17 +377,17 @@ def analyse_page(words: Sequence[Word]) -> PageText:
                     types[i][typ] = 0.9 * v
         # Line-level kinds: names and addresses.
         ltoks = [t for i in ln.words for t in toks[i]]
-        letters = sum(c.isalpha() for c in text)
-        digits = sum(c.isdigit() for c in text)
+        letters = sum(map(str.isalpha, text))
+        post[li] = bool(pat["postcode"].search(text))
         if letters >= 3:
             name = _name_strength(words, ln, ltoks, letters, digits, voc, median_h)
             if name:
                 for i in ln.words:
                     types[i]["name"] = max(types[i].get("name", 0.0), name)
             addr = 0.0
-            if pat["postcode"].search(text):
+            if post[li]:
                 addr += 0.6 if letters >= 4 else 0.3
-            if (ltoks and ltoks[0] in HOUSE_WORDS and pat["house"].search(text)) or any(t in _ADDRESS_HINTS() for t in ltoks):
+            if (ltoks and ltoks[0] in HOUSE_WORDS and pat["house"].search(text)) or not addr_hints.isdisjoint(ltoks):
                 addr += 0.45
             if "," in text:
                 addr += 0.15
@@ -389,7 +399,6 @@ def analyse_page(words: Sequence[Word]) -> PageText:
     # An address is a block of lines: lines next to a postcode line that look like
     # address lines, and lines between two address lines, count as the block.
     addr_of = [max((types[i].get("address", 0.0) for i in ln.words), default=0.0) for ln in lines]
-    post = [bool(pat["postcode"].search(ln.text)) for ln in lines]
     for li in range(len(lines)):
         near = [j for j in (li - 2, li - 1, li + 1, li + 2) if 0 <= j < len(lines)]
         boost = 0.0
@@ -416,7 +425,7 @@ def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Voca
                   or (len(alpha) >= 2 and len(alpha[-2]) >= 3 and (alpha[-2],) in voc.name_suffixes)):
         name = 1.0
     elif digits <= 0.2 * (letters + digits):
-        alpha_words = [words[i].text for i in ln.words if any(c.isalpha() for c in words[i].text)]
+        alpha_words = [t for t in (words[i].text for i in ln.words) if any(map(str.isalpha, t))]
         caps = sum(1 for w in alpha_words if w[:1].isupper()) / max(1, len(alpha_words))
         if caps >= 0.6:
             name = 0.5
@@ -491,7 +500,7 @@ class Doc:
         for ti, t in enumerate(self.tiles):
             p = self.page_of_tile[ti]
             pos = self._pos[p]
-            idx = [pos[id(w)] for w in t.words if id(w) in pos]
+            idx = [i for i in map(pos.get, map(id, t.words)) if i is not None]
             self.words_of_tile.append(idx)
             for i in idx:
                 self.tiles_of_word[p].setdefault(i, []).append(ti)
@@ -504,17 +513,24 @@ class Doc:
             words = self.texts[p].words
             for i, tis in list(holders.items()):
                 w = words[i]
-                if any(self.tiles[ti].contains(w.box) for ti in tis):
-                    continue
-                for tj in tiles_of_page[p]:
-                    b = self.tiles[tj].box
-                    if tj not in tis and b[0] < w.x1 and b[2] > w.x0 and b[1] <= w.cy < b[3]:
-                        tis.append(tj)
-                        self.words_of_tile[tj].append(i)
+                box = w.box
+                for ti in tis:
+                    if self.tiles[ti].contains(box):
+                        break
+                else:
+                    self._spread(p, i, w, tis, tiles_of_page[p])
         self.first_page = min((p.number for p in self.pages), default=1)
         self._labels: dict[str, list[LabelMatch]] = {}
         self.lexical: list[float] | None = None
         self.evidence: list[set[tuple[int, int]]] = [set() for _ in self.tiles]  # (page idx, word idx)
+
+    def _spread(self, p: int, i: int, w: Word, tis: list[int], page_tiles: list[int]) -> None:
+        """Word ``i`` of page ``p``, wider than its tiles: add it to every tile it runs into."""
+        for tj in page_tiles:
+            b = self.tiles[tj].box
+            if tj not in tis and b[0] < w.x1 and b[2] > w.x0 and b[1] <= w.cy < b[3]:
+                tis.append(tj)
+                self.words_of_tile[tj].append(i)
 
     def labels(self, query: Query) -> list[LabelMatch]:
         """Where the query's phrases occur: consecutive tokens on one text line."""
@@ -530,12 +546,16 @@ class Doc:
         for p, w in query.phrases.items():
             by_first.setdefault(p[0], []).append((p, w))
         out = []
+        canon: dict[str, str] = {}  # token -> its canonical form, for this query
         for pi, pt in enumerate(self.texts):
             for ln in pt.lines:
                 seq: list[tuple[str, int]] = []
                 for wi in ln.words:
                     for tok in pt.toks[wi]:
-                        seq.append((self._canon(tok, vocab, dels), wi))
+                        c = canon.get(tok)
+                        if c is None:
+                            c = canon[tok] = self._canon(tok, vocab, dels)
+                        seq.append((c, wi))
                 for s in range(len(seq)):
                     for phrase, weight in by_first.get(seq[s][0], ()):
                         n = len(phrase)
@@ -598,13 +618,10 @@ class AnswerTypeScorer:
         out = [0.0] * len(doc.tiles)
         if not types:
             return out
+        kinds = [_strengths(pt.types, types) for pt in doc.texts]  # per page, per word
         for ti in range(len(doc.tiles)):
-            pt = doc.texts[doc.page_of_tile[ti]]
-            best = 0.0
-            for wi in doc.words_of_tile[ti]:
-                for typ in types:
-                    best = max(best, pt.types[wi].get(typ, 0.0))
-            out[ti] = 0.6 * best
+            kind = kinds[doc.page_of_tile[ti]]
+            out[ti] = 0.6 * max([kind[wi] for wi in doc.words_of_tile[ti]], default=0.0)
         lex = doc.lexical if doc.lexical is not None else LexicalScorer().score(query, doc)
         for ti, t in enumerate(doc.tiles):
             if lex[ti] <= 0:
@@ -629,10 +646,13 @@ class PairScorer:
         out = [0.0] * len(doc.tiles)
         if not types:
             return out
+        values: dict[int, list[tuple[int, Word, float]]] = {}  # per page: its values of the wanted kinds
         for m in doc.labels(query):
             if m.weight < 0.5:
                 continue
             pt = doc.texts[m.page]
+            if m.page not in values:
+                values[m.page] = [(vi, pt.words[vi], v) for vi, v in enumerate(_strengths(pt.values, types)) if v]
             lw = [pt.words[i] for i in m.words]
             lx0, ly0 = min(w.x0 for w in lw), min(w.y0 for w in lw)
             lx1, ly1 = max(w.x1 for w in lw), max(w.y1 for w in lw)
@@ -654,11 +674,8 @@ class PairScorer:
                             out[ti] = max(out[ti], credit)
                             doc.evidence[ti].add((m.page, vi))
                     continue
-            for vi, w in enumerate(pt.words):
+            for vi, w, strength in values[m.page]:
                 if vi in label_words:
-                    continue
-                strength = max((pt.values[vi].get(typ, 0.0) for typ in types), default=0.0)
-                if not strength:
                     continue
                 dy = w.cy - lcy
                 if abs(dy) <= 0.7 * h and w.x1 > lx1 - 0.5 * h:
@@ -675,6 +692,14 @@ class PairScorer:
                         out[ti] = credit
                     doc.evidence[ti].add((m.page, vi))
         return out
+
+
+def _strengths(per_word: list[dict[str, float]], types: Sequence[str]) -> list[float]:
+    """Per word, its strongest value among ``types`` (0.0 when none)."""
+    if len(types) == 1:
+        typ = types[0]
+        return [d.get(typ, 0.0) for d in per_word]
+    return [max([d.get(typ, 0.0) for typ in types], default=0.0) for d in per_word]
 
 
 def _word_indices(doc: Doc, p: int, ti: int) -> list[int]:
