@@ -239,25 +239,12 @@ def _short(exc: BaseException) -> str:
     return re.sub(r"^code=\d+: ", "", text[0])[:160]
 
 
-def load(
-    path: str,
-    *,
-    pages: Iterable[int] | None = None,
-    dpi: int = DEFAULT_DPI,
-    password: str | None = None,
-    ocr: str | None = "rapidocr",
-    ocr_lang: str = "eng",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    data: bytes | None = None,
-    warn: Callable[[str], None] = _warn,
-) -> list[Page]:
-    """Open ``path`` and return its pages, rendered, with words (text layer or OCR).
-
-    ``ocr`` names the engine for pages without a text layer (``None`` leaves them wordless).
-    Raises InputError naming the file and the cause for anything unreadable.
-    """
-    return list(iter_pages(path, pages=pages, dpi=dpi, password=password, ocr=ocr,
-                           ocr_lang=ocr_lang, max_pixels=max_pixels, data=data, warn=warn))
+def load(path: str, **options) -> list[Page]:
+    """Open ``path`` and return all its pages with their words (text layer or OCR); the
+    options are ``iter_pages``'s. ``ocr`` names the engine for pages without a text layer
+    (``None`` leaves them wordless). Raises InputError naming the file and the cause for
+    anything unreadable."""
+    return list(iter_pages(path, **options))
 
 
 def iter_pages(
@@ -272,7 +259,8 @@ def iter_pages(
     data: bytes | None = None,
     warn: Callable[[str], None] = _warn,
 ) -> Iterator[Page]:
-    """Like ``load``, one page at a time, for callers that need not hold every page.
+    """The pages of ``path`` one at a time, for callers that need not hold every page
+    (``load`` collects them).
 
     The document is opened and the page range checked now (InputError at once); pages are
     rendered as they are taken. Holding every rendered page costs memory that must be touched
