@@ -37,7 +37,7 @@ from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from docvqa_cli import records
 from docvqa_cli.documents import IMAGE_EXTENSIONS, sniff
-from docvqa_cli.errors import EnvironmentProblem, InputError, UsageError
+from docvqa_cli.errors import EnvironmentProblem, InputError, UsageError, one_line
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 DOCUMENT_EXTENSIONS = {".pdf"} | IMAGE_EXTENSIONS
@@ -496,7 +496,7 @@ class Prefetcher:
             try:
                 pages, err = fut.result()
             except Exception as exc:  # a worker process died (killed, out of memory)
-                pages, err = None, f"{d}: the loading worker failed ({_one_line(exc)})"
+                pages, err = None, f"{d}: the loading worker failed ({one_line(exc, ERROR_LIMIT)})"
             yield d, pages, err
 
     def close(self) -> None:
@@ -549,9 +549,7 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+ERROR_LIMIT = 200  # characters of an exception's message kept in an error record
 
 
 class _Stop:
@@ -658,7 +656,7 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
             if not pending:
                 break
             q = pending.pop(next(iter(pending)))
-            yield _retry(doc, q, _one_line(exc), pages, answer, keep, failed)
+            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), pages, answer, keep, failed)
 
 
 def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, executor: str = "thread",
@@ -840,7 +838,7 @@ def _retry(doc, q, message: str, pages, answer, keep, failed) -> records.Answer:
         except (EnvironmentProblem, UsageError):
             raise
         except Exception as exc:
-            message = _one_line(exc)
+            message = one_line(exc, ERROR_LIMIT)
         else:
             if ans is None:
                 message = "the model gave no answer"
@@ -874,7 +872,7 @@ def _annotate(doc: str, answers: list[records.Answer], folder: str, password: st
         os.makedirs(folder, exist_ok=True)
         annotate.write(doc, answers, annotated_path(doc, folder), password=password)
     except Exception as exc:  # the records are written; a failed picture must not stop the batch
-        say(f"{doc}: no annotated copy ({_one_line(exc)})")
+        say(f"{doc}: no annotated copy ({one_line(exc, ERROR_LIMIT)})")
 
 
 def resume_hint(argv: Sequence[str] | None = None) -> str:

@@ -51,3 +51,10 @@ class EnvironmentProblem(DocqError):
     """Something this machine lacks (a package, a GPU, a program); says how to fix it."""
 
     exit_code = ExitCode.environment
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: first line of the message`` (cut to ``limit`` characters), for error records."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

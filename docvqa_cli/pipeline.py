@@ -30,12 +30,12 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles
 from docvqa_cli.documents import Page
+from docvqa_cli.errors import one_line
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
 DEFAULT_KEEP = 0.5
-DEFAULT_MAX_NEW_TOKENS = 32  # = prompts.DEFAULT_MAX_NEW_TOKENS; a prompt may declare its own
 
 
 @dataclass
@@ -98,11 +98,6 @@ def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object]
     return views
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def answer_questions(
     pages: list[Page],
     questions: Iterable[tuple[str, str]],
@@ -150,7 +145,7 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = _one_line(exc)
+        record.error = one_line(exc)
     prep.own = time.perf_counter() - start
     return prep
 
@@ -169,7 +164,7 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = _one_line(exc)
+        record.error = one_line(exc)
     record.seconds = round(prep.own + model_seconds + time.perf_counter() - start, 3)
     return record
 
@@ -191,7 +186,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
             raise
         except Exception as exc:
             if len(ready) == 1:
-                errors[id(ready[0])] = _one_line(exc)
+                errors[id(ready[0])] = one_line(exc)
                 seconds[id(ready[0])] = time.perf_counter() - t0
             else:  # one at a time, so the failure stays with its question
                 for p in ready:
@@ -201,7 +196,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
                     except KeyboardInterrupt:
                         raise
                     except Exception as exc1:
-                        errors[id(p)] = _one_line(exc1)
+                        errors[id(p)] = one_line(exc1)
                     seconds[id(p)] = time.perf_counter() - t1
     out = []
     for p in group:

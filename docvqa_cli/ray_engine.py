@@ -43,7 +43,7 @@ import warnings
 from typing import Callable, Iterator, Sequence
 
 from docvqa_cli import batch, records
-from docvqa_cli.errors import DocqError, EnvironmentProblem, UsageError
+from docvqa_cli.errors import DocqError, EnvironmentProblem, UsageError, one_line
 
 LOAD_RETRIES = 3  # a load task whose worker died is run again this many times
 ANSWER_RETRIES = 3  # a document whose answering actor died is tried again this many times
@@ -82,7 +82,7 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({batch._one_line(exc)})") from None
+        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({one_line(exc, batch.ERROR_LIMIT)})") from None
     return True
 
 
@@ -217,7 +217,7 @@ class RayEngine:
             cause = _docq_cause(exc)
             if cause is not None:
                 raise cause from None
-            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({batch._one_line(exc)})") from exc
+            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({one_line(exc, batch.ERROR_LIMIT)})") from exc
         finally:
             context.enable_progress_bars, context.print_on_execution_start, context.max_errored_blocks = saved
             try:
