@@ -131,7 +131,7 @@ def main() -> None:
     if "ray" in args.engine:
         import ray
 
-        from docvqa_cli import ray_engine
+        from docvqa_cli.batch import ray as ray_engine
 
         t = time.perf_counter()
         ray_engine.connect(None)

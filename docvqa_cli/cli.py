@@ -439,7 +439,7 @@ def batch(questions_file, docs, output, fmt, overwrite, jobs, progress, quiet, m
         prompt_spec, max_new_tokens, batch_size)
     runner = None
     if engine == "ray":
-        from docvqa_cli import ray_engine
+        from docvqa_cli.batch import ray as ray_engine
 
         runner = ray_engine.RayEngine(load, answerer, address=address, device=device, model_name=model,
                                       say=None if quiet else lambda msg: click.echo(f"docq: {msg}", err=True))

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOICE_LINES, write_invoice_pdf
-from docvqa_cli import batch, documents, pipeline, ray_engine
+from docvqa_cli import batch, documents, pipeline
+from docvqa_cli.batch import ray as ray_engine
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
              batch.Question("q3", "What is the date of the invoice?")]
