@@ -42,7 +42,7 @@ DEVICES = ("auto", "cuda", "cpu")
 QUANTS = ("auto", "4bit", "8bit", "none")
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie"}
+_NOT_FAMILIES = {"base", "load", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
