@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from docvqa_cli import records
+from docvqa_cli.options import DEFAULT_KEEP
 from docvqa_cli.documents import IMAGE_EXTENSIONS, sniff
 from docvqa_cli.errors import EnvironmentProblem, InputError, UsageError, one_line
 
@@ -733,7 +734,7 @@ def run(
     answerer: Callable[[], AnswerFn] | None = None,
     output,
     serialiser: Serialiser,
-    keep: float = 0.5,
+    keep: float = DEFAULT_KEEP,
     jobs: int = 1,
     executor: str = "thread",
     model_name: str | None = None,

@@ -54,10 +54,10 @@ from importlib import resources
 from typing import Callable, Iterable, Sequence
 
 from docvqa_cli.documents import Word
+from docvqa_cli.options import DEFAULT_KEEP
 from docvqa_cli.tiles import Tile
 
 WEIGHTS = {"lexical": 0.3, "type": 0.2, "pair": 0.5, "layout": 0.4, "semantic": 0.3, "visual": 0.5}
-DEFAULT_KEEP = 0.5
 
 LINE_KINDS = frozenset({"name", "address"})  # kinds of value judged by whole text lines
 
