@@ -67,14 +67,14 @@ def open_backend(model: ModelOptions, visual: bool | None = None):
     backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
     backend.decode = resolve_decode(model.decode, backend.device)
     if model.tie:
-        from docvqa_cli import tune as tune_mod
+        from docvqa_cli.vlm.tie import use_tie
 
-        backend = tune_mod.use_tie(backend, model.tie)
+        backend = use_tie(backend, model.tie)
     scorer = None
     if visual if visual is not None else bool(model.tie):
-        from docvqa_cli import tune as tune_mod
+        from docvqa_cli.vlm.visual import visual_scorer
 
-        scorer = tune_mod.visual_scorer(backend)
+        scorer = visual_scorer(backend)
     return backend, scorer
 
 

@@ -112,7 +112,7 @@ class Backend:
     image_tokens_per_image: int = 256  # for the batch-size estimate (families set their own)
     decode: str = "plain"  # "plain" (dynamic KV cache) or "static" (static cache, compiled on CUDA)
     min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
-    tie: Any = None  # TIE adapters (tune.use_tie), or None
+    tie: Any = None  # TIE adapters (tie.use_tie), or None
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model

@@ -36,7 +36,7 @@ MAX_BATCH_SIZE = 16  # more rarely pays on one GPU for a ~2-4B model with a doze
 GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie"}
+_NOT_FAMILIES = {"base", "load", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
