@@ -19,9 +19,10 @@ import numpy as np
 from PIL import Image
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
+from docvqa_cli.options import DEFAULT_OCR as DEFAULT_ENGINE
+from docvqa_cli.options import DEFAULT_OCR_LANG
 
 ENGINES = ("rapidocr", "tesseract")
-DEFAULT_ENGINE = "rapidocr"
 # Tesseract page segmentation mode 6 (one uniform block of text): on the 24 dev receipts it
 # read 20 totals, against 19 with mode 4 and 16 with the default mode 3, which drops lines
 # it takes for pictures (benchmarks/RESULTS.md).
@@ -40,7 +41,7 @@ class Word(NamedTuple):
     line: int = 0
 
 
-def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = "eng") -> list[Word]:
+def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = DEFAULT_OCR_LANG) -> list[Word]:
     """OCR ``image`` and return its words, boxes in pixels, with per-image line numbers."""
     if engine == "rapidocr":
         return _rapidocr(image)
@@ -113,9 +114,12 @@ def _split_line(text: str, quad, line_no: int) -> list[Word]:
     return words
 
 
-def check(engine: str, lang: str = "eng") -> None:
+def check(engine: str, lang: str = DEFAULT_OCR_LANG) -> None:
     """Before any work: the engine can run with these languages, or EnvironmentProblem with
-    the fix (tesseract only; RapidOCR's models ship in its wheel and load on first use)."""
+    the fix (tesseract only; RapidOCR's models ship in its wheel and load on first use).
+    An unknown engine is a UsageError naming the known ones."""
+    if engine not in ENGINES:
+        raise UsageError(f"--ocr: unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine != "tesseract":
         return
     if not tesseract_path():

@@ -12,6 +12,7 @@ import time
 from typing import IO, Callable, Sequence
 
 from docvqa_cli import records
+from docvqa_cli.options import DEFAULT_KEEP
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, Summary
 from docvqa_cli.batch.local import local_engine
 from docvqa_cli.batch.output import Done, Serialiser
@@ -76,7 +77,7 @@ def run(
     answerer: Callable[[], AnswerFn] | None = None,
     output,
     serialiser: Serialiser,
-    keep: float = 0.5,
+    keep: float = DEFAULT_KEEP,
     jobs: int = 1,
     executor: str = "thread",
     model_name: str | None = None,

@@ -24,13 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.vlm.base import DECODES, Backend
+from docvqa_cli.options import DECODES, DEFAULT_CPU_MODEL, DEFAULT_MODEL, DEVICES, QUANTS
+from docvqa_cli.vlm.base import Backend
 
-# Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
-# (README, "Choosing the model"); its family is the Qwen module's.
-DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
-# Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
-DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 # Questions per forward on the CPU. Measured on the 2-core dev machine with the tiny models
 # (benchmarks/RESULTS.md, "GPU speed"): batching helps a CPU little beyond filling its
@@ -38,8 +34,6 @@ DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 CPU_BATCH_SIZE = 4
 MAX_BATCH_SIZE = 16  # more rarely pays on one GPU for a ~2-4B model with a dozen images a question
 GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
-DEVICES = ("auto", "cuda", "cpu")
-QUANTS = ("auto", "4bit", "8bit", "none")
 
 _REGISTRY: dict[str, type[Backend]] = {}
 _NOT_FAMILIES = {"base", "load", "tie", "visual"}
@@ -113,17 +107,22 @@ def _say(line: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """'cuda' or 'cpu' for --device auto|cuda|cpu."""
-    if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    """'cuda', 'cuda:N' or 'cpu' for --device auto|cuda|cuda:N|cpu."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, not {device!r}")
     import torch
 
     has_cuda = torch.cuda.is_available()
-    if device == "cuda" and not has_cuda:
+    if kind == "cuda" and not has_cuda:
         raise EnvironmentProblem(
             "--device cuda: torch sees no CUDA GPU; install a CUDA build of torch (https://pytorch.org) "
             "or use --device cpu"
         )
+    if colon and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise EnvironmentProblem(f"--device {device}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+                                 f"(cuda:0 to cuda:{count - 1}); check CUDA_VISIBLE_DEVICES")
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     return device
@@ -134,7 +133,7 @@ def resolve_quant(quant: str, device: str) -> str:
     if quant not in QUANTS:
         raise UsageError(f"--quant must be one of {', '.join(QUANTS)}, not {quant!r}")
     if quant == "auto":
-        return "4bit" if device == "cuda" else "none"
+        return "4bit" if device.startswith("cuda") else "none"
     if device == "cpu" and quant != "none":
         raise UsageError(f"--quant {quant} needs --device cuda (bitsandbytes); on the CPU use --quant none")
     return quant
@@ -266,7 +265,7 @@ def load_backend(
     decode = resolve_decode(decode, device)
     quant = resolve_quant(quant, device)
     if model is None:
-        model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
+        model = DEFAULT_MODEL if device.startswith("cuda") else DEFAULT_CPU_MODEL
         if device == "cpu":
             say(f"no CUDA GPU: running {model} on the CPU, unquantised (slow; --model to choose another)")
     _quiet_transformers()
@@ -284,8 +283,8 @@ def load_backend(
         trust_remote_code=trust_remote_code,
         local_files_only=local_only,
     )
-    if device == "cuda":
-        kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
+    if device.startswith("cuda"):
+        kwargs.update(dtype=torch.bfloat16, device_map={"": torch.device(device).index or 0})
         if qconfig is not None:
             kwargs["quantization_config"] = qconfig
     else:
@@ -313,7 +312,7 @@ def resolve_decode(decode: str, device) -> str:
     (the static cache is compiled by transformers on CUDA only; on the CPU it only pads)."""
     if decode not in DECODES:
         raise UsageError(f"--decode must be one of {', '.join(DECODES)}, not {decode!r}")
-    kind = getattr(device, "type", device)
+    kind = getattr(device, "type", None) or str(device).partition(":")[0]
     if decode == "auto":
         return "static" if kind == "cuda" else "plain"
     return decode
@@ -356,7 +355,7 @@ def default_batch_size(backend: Backend, max_new_tokens: int = 48) -> int:
     import torch
 
     try:
-        free, _ = torch.cuda.mem_get_info()
+        free, _ = torch.cuda.mem_get_info(backend.device)
     except Exception:  # noqa: BLE001 - no reading: the safe side
         return 1
     per = max(1, question_bytes(backend, max_new_tokens))
