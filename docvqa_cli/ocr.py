@@ -3,7 +3,7 @@
 Engines: ``rapidocr`` (the default: PP-OCR models carried in the PyPI wheel, offline; read
 the total on 24 of the 24 dev receipts) and ``tesseract`` (the Debian program, for its many
 languages via ``--ocr-lang``; read 20 of 24 there, with page segmentation mode 6). Boxes
-come back in image pixels; the caller converts them to page points.
+come back in image pixels (``ocr.Word``); ``documents`` converts them to page points.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import io
 import shutil
 import subprocess
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from docvqa_cli.documents import Word
 from docvqa_cli.errors import EnvironmentProblem, UsageError
 
 ENGINES = ("rapidocr", "tesseract")
@@ -26,6 +26,18 @@ DEFAULT_ENGINE = "rapidocr"
 # read 20 totals, against 19 with mode 4 and 16 with the default mode 3, which drops lines
 # it takes for pictures (benchmarks/RESULTS.md).
 TESSERACT_PSM = 6
+
+
+class Word(NamedTuple):
+    """One word an engine read, its box in image pixels; ``documents`` turns it into a
+    ``documents.Word`` in page points."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    line: int = 0
 
 
 def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = "eng") -> list[Word]:

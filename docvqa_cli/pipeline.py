@@ -88,14 +88,14 @@ def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, d
     backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
     backend.decode = resolve_decode(decode, backend.device)
     if tie_dir:
-        from docvqa_cli import tune as tune_mod
+        from docvqa_cli.vlm.tie import use_tie
 
-        backend = tune_mod.use_tie(backend, tie_dir)
+        backend = use_tie(backend, tie_dir)
     visual = None
     if use_visual if use_visual is not None else bool(tie_dir):
-        from docvqa_cli import tune as tune_mod
+        from docvqa_cli.vlm.visual import visual_scorer
 
-        visual = tune_mod.visual_scorer(backend)
+        visual = visual_scorer(backend)
     return backend, visual
 
 

@@ -29,7 +29,8 @@ import torch
 from docvqa_cli import documents, grounding, relevance, tiles
 from docvqa_cli.errors import InputError, UsageError
 from docvqa_cli.vlm.base import Backend, PageView
-from docvqa_cli.vlm.tie import Tie, VisualScorer, patch_mass, tile_masses
+from docvqa_cli.vlm.tie import Tie
+from docvqa_cli.vlm.visual import VisualScorer, patch_mass, tile_masses
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "trainer_state.json"
@@ -406,30 +407,3 @@ def tune(data: str | Path, backend: Backend, out: str | Path, options: TuneOptio
         return Trainer(backend, tie, options, say).train(examples, out, progress)
     finally:
         tie.detach()
-
-
-def use_tie(backend: Backend, folder: str | Path) -> Backend:
-    """Load trained adapters onto ``backend``'s model; its answers are then question-conditioned.
-
-    Sets ``backend.tie`` and marks the model name (``name+tie``) so records say adapters were used.
-    """
-    tokenizer = getattr(backend.processor, "tokenizer", backend.processor)
-    tie = Tie.load(folder, backend.model, tokenizer=tokenizer, base_model=backend.name)
-    if tie.config.base_model != backend.name and Path(tie.config.base_model).name != Path(backend.name).name:
-        backend_say = f"note: TIE adapters in {folder} were trained on {tie.config.base_model}, not {backend.name}"
-        print(backend_say, file=sys.stderr)
-    plain_answer = backend.answer
-
-    def answer(question, views, prompt, max_new_tokens=32):
-        with torch.no_grad(), tie.condition(question):
-            return plain_answer(question, views, prompt, max_new_tokens)
-
-    backend.answer = answer
-    backend.tie = tie
-    backend.name = f"{backend.name}+tie"
-    return backend
-
-
-def visual_scorer(backend: Backend) -> VisualScorer:
-    """The visual relevance hook for ``relevance.score(..., visual=...)`` on this backend."""
-    return VisualScorer(backend.model, backend.processor, tie=getattr(backend, "tie", None))

@@ -13,7 +13,8 @@ from docvqa_cli.documents import Page, Word
 from docvqa_cli.errors import InputError, UsageError
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
-from docvqa_cli.vlm.tie import Tie, VisualScorer, layer_plan, region_cells
+from docvqa_cli.vlm.tie import Tie, layer_plan, use_tie
+from docvqa_cli.vlm.visual import VisualScorer, region_cells, visual_scorer
 
 WORDS = ["total", "invoice", "date", "amount", "due", "what", "is", "the"]
 
@@ -332,7 +333,7 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     import subprocess
 
     from docvqa_cli import documents, pipeline
-    from docvqa_cli.tune import tune, use_tie, visual_scorer
+    from docvqa_cli.tune import tune
     from docvqa_cli.vlm.load import load_backend
 
     data = invoice_set(tmp_path)

@@ -12,7 +12,8 @@ from _tiny_qwen import build_tiny_qwen
 from test_tie import invoice_set, options, train_8_steps_lowers_both_losses, word_page
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
-from docvqa_cli.vlm.tie import Tie, VisualScorer, qwen_patch_order, region_cells
+from docvqa_cli.vlm.tie import Tie, qwen_patch_order
+from docvqa_cli.vlm.visual import VisualScorer, region_cells
 
 TYPES = ["qwen2_5_vl", "qwen3_vl"]
 

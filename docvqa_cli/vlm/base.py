@@ -155,7 +155,7 @@ class Backend:
     decode: str = "plain"  # "plain" (dynamic KV cache) or "static" (static cache, compiled on CUDA)
     pad_batches: bool | None = None  # fill batches up to their bucket; None: where the decode compiles
     min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
-    tie: Any = None  # TIE adapters (tune.use_tie), or None
+    tie: Any = None  # TIE adapters (tie.use_tie), or None
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model

@@ -53,7 +53,7 @@ INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie"}
+_NOT_FAMILIES = {"base", "load", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
