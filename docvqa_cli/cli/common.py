@@ -13,6 +13,7 @@ shell completion only build the commands (the heavy modules load inside the comm
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -188,7 +189,10 @@ def _group(cls, name: str, declared: dict):
         def decorator(fn):
             @functools.wraps(fn)
             def wrapper(*args, **kwargs):
-                kwargs[name] = cls(**{f: kwargs.pop(f) for f in fields})
+                values = {f: kwargs.pop(f) for f in fields}
+                # A group may be declared in two places of one command (to order its --help):
+                # the outer part's values are already in kwargs[name]; keep both.
+                kwargs[name] = dataclasses.replace(kwargs[name], **values) if name in kwargs else cls(**values)
                 return fn(*args, **kwargs)
 
             for field in reversed(fields):  # click lists options in the reverse order of decoration
