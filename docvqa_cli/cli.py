@@ -216,17 +216,14 @@ def ask(doc, questions, model, device, quant, trust_remote_code, tie_dir, keep, 
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, pages_spec, password, dpi, ocr_engine, ocr_lang, data=data)
     backend, visual = pipeline.open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, decode)
-    max_new_tokens = prompts.max_new_tokens(template, max_new_tokens)
-    batch_size = pipeline.batch_size_for(backend, max_new_tokens, batch_size)
+    answerer = pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     failed = False
     records = []
     try:
         writer = get_writer(fmt, stream, csv_raw=csv_raw)
         numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
-        for record in pipeline.answer_questions(pages, numbered, backend, keep=keep, prompt=template,
-                                                max_new_tokens=max_new_tokens, doc=doc, visual=visual,
-                                                batch_size=batch_size):
+        for record in answerer.answer(pages, numbered, keep, doc=doc):
             writer.write(record)
             records.append(record)
             failed = failed or record.error is not None

@@ -12,7 +12,7 @@ import time
 from typing import IO, Callable, Sequence
 
 from docvqa_cli import records
-from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, Summary
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, Summary
 from docvqa_cli.batch.local import local_engine
 from docvqa_cli.batch.output import Done, Serialiser
 from docvqa_cli.batch.prefetch import LoadFn
@@ -73,7 +73,7 @@ def run(
     docs: Sequence[str],
     *,
     load: LoadFn | None = None,
-    answerer: Callable[[], AnswerFn] | None = None,
+    answerer: Callable[[], AnswerStep] | None = None,
     output,
     serialiser: Serialiser,
     keep: float = 0.5,
