@@ -91,7 +91,7 @@ class Idefics3Backend(Backend):
         stop = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)}
         gen_eos = model.generation_config.eos_token_id
         stop.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        self.stop_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
+        self.eos_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
         self.image_tokens_per_image = self.image_seq_len
         self.vision_patches_per_token = int(config.scale_factor) ** 2  # pixel shuffle: 9 for SmolVLM
         # Reuse of overview features: on where generate takes pre-encoded images.
@@ -252,10 +252,10 @@ class Idefics3Backend(Backend):
             tensors["pixel_values"] = pv.to(device=device, dtype=self._vision_dtype())
             tensors["pixel_attention_mask"] = pm.to(device)
         stop = inputs[0].get("stop", "eos")
-        return self.generate_rows(tensors, max_new_tokens, stop, self.stop_ids, self.tokenizer.pad_token_id)
+        return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.tokenizer.pad_token_id)
 
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
-        text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.stop_ids,
+        text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.eos_ids,
                                        inputs.get("stop", "eos"))
         return Generation(
             text=text.strip(),

@@ -156,6 +156,8 @@ class QwenBackend(Backend):
             i = tok.convert_tokens_to_ids(t)
             if isinstance(i, int) and i != tok.unk_token_id and i not in eos:
                 eos.append(i)
+        if tok.eos_token_id in eos:  # the tokenizer's own end token first: training appends it
+            eos.insert(0, eos.pop(eos.index(tok.eos_token_id)))
         self.eos_ids = eos
         pad = tok.pad_token_id
         self.pad_id = pad if pad is not None else (eos[0] if eos else 0)
