@@ -187,6 +187,9 @@ def _group(cls, name: str, declared: dict):
             raise TypeError("defaults are written once, in docvqa_cli.options")
 
         def decorator(fn):
+            if name in getattr(fn, "__docq_groups__", ()):
+                raise TypeError(f"{fn.__name__}: one {cls.__name__} group per command (list all its fields once)")
+
             @functools.wraps(fn)
             def wrapper(*args, **kwargs):
                 values = {f: kwargs.pop(f) for f in fields}
@@ -198,6 +201,7 @@ def _group(cls, name: str, declared: dict):
             for field in reversed(fields):  # click lists options in the reverse order of decoration
                 flags, spec = declared[field]
                 wrapper = click.option(*flags, field, **{**spec, **changes.get(field, {})})(wrapper)
+            wrapper.__docq_groups__ = {*getattr(fn, "__docq_groups__", ()), name}
             return wrapper
 
         return decorator
