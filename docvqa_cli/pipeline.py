@@ -34,11 +34,11 @@ from typing import Iterable, Iterator
 from docvqa_cli import grounding, relevance, tiles
 from docvqa_cli.documents import Page
 from docvqa_cli.errors import one_line
+from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
-DEFAULT_KEEP = 0.5
 OOM_RETRY_FACTORS = (0.5, 0.25)  # of keep: the tiles a question retries with after running out of memory
 
 
@@ -76,27 +76,28 @@ def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
     return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
 
 
-def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, decode="auto"):
-    """Load the model once (with TIE adapters if given) and set its decode loop; return
-    (backend, visual scorer or None). The visual scorer is on with --tie unless --no-visual."""
+def open_backend(model: ModelOptions, visual: bool | None = None):
+    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop; return
+    (backend, visual scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
-    if tie_dir and not model:  # the base model the adapters were trained on
+    name = model.model
+    if model.tie and not name:  # the base model the adapters were trained on
         from docvqa_cli.vlm import tie
 
-        model = tie.read_config(tie_dir).base_model
-    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
-    backend.decode = resolve_decode(decode, backend.device)
-    if tie_dir:
+        name = tie.read_config(model.tie).base_model
+    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
+    backend.decode = resolve_decode(model.decode, backend.device)
+    if model.tie:
         from docvqa_cli.vlm.tie import use_tie
 
-        backend = use_tie(backend, tie_dir)
-    visual = None
-    if use_visual if use_visual is not None else bool(tie_dir):
+        backend = use_tie(backend, model.tie)
+    scorer = None
+    if visual if visual is not None else bool(model.tie):
         from docvqa_cli.vlm.visual import visual_scorer
 
-        visual = visual_scorer(backend)
-    return backend, visual
+        scorer = visual_scorer(backend)
+    return backend, scorer
 
 
 def batch_size_for(backend, max_new_tokens: int, batch_size: int | None = None) -> int:

@@ -70,7 +70,6 @@ class Generation:
     boxes: list[ModelBox] = field(default_factory=list)
 
 
-DECODES = ("auto", "plain", "static")
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
 MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
 

@@ -29,13 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.vlm.base import DECODES, Backend
+from docvqa_cli.options import DECODES, DEFAULT_CPU_MODEL, DEFAULT_MODEL, DEVICES, DTYPES, QUANTS
+from docvqa_cli.vlm.base import Backend
 
-# Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
-# (README, "Choosing the model"); its family is the Qwen module's.
-DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
-# Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
-DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 # Questions per forward on the CPU. Measured on the 2-core dev machine with the tiny models
 # (benchmarks/RESULTS.md, "GPU speed"): batching helps a CPU little beyond filling its
@@ -45,9 +41,6 @@ CPU_BATCH_SIZE = 4
 # beyond it a record waits long for its batch, and a ~2-4B model already fills an H100/H200.
 MAX_BATCH_SIZE = 64
 GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
-DEVICES = ("auto", "cuda", "cpu")
-QUANTS = ("auto", "4bit", "int4", "8bit", "none")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128 inputs
 # /proc/cpuinfo flags of a CPU that computes bf16 natively (x86 AMX / AVX512, Arm).
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
@@ -124,17 +117,22 @@ def _say(line: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """'cuda' or 'cpu' for --device auto|cuda|cpu."""
-    if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    """'cuda', 'cuda:N' or 'cpu' for --device auto|cuda|cuda:N|cpu."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, not {device!r}")
     import torch
 
     has_cuda = torch.cuda.is_available()
-    if device == "cuda" and not has_cuda:
+    if kind == "cuda" and not has_cuda:
         raise EnvironmentProblem(
             "--device cuda: torch sees no CUDA GPU; install a CUDA build of torch (https://pytorch.org) "
             "or use --device cpu"
         )
+    if colon and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise EnvironmentProblem(f"--device {device}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+                                 f"(cuda:0 to cuda:{count - 1}); check CUDA_VISIBLE_DEVICES")
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     return device
@@ -145,7 +143,7 @@ def resolve_quant(quant: str, device: str) -> str:
     if quant not in QUANTS:
         raise UsageError(f"--quant must be one of {', '.join(QUANTS)}, not {quant!r}")
     if quant == "auto":
-        return "4bit" if device == "cuda" else "none"
+        return "4bit" if device.startswith("cuda") else "none"
     if device == "cpu" and quant == "int4":
         raise EnvironmentProblem("--quant int4 needs a CUDA GPU (torchao's int4 kernels); on the CPU use --quant none")
     if device == "cpu" and quant != "none":
@@ -196,7 +194,7 @@ def resolve_dtype(dtype: str, device: str):
 
     if dtype != "auto":
         return getattr(torch, dtype)
-    if device == "cuda":
+    if device.startswith("cuda"):
         return torch.bfloat16 if cuda_has_bf16() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
@@ -360,7 +358,7 @@ def load_backend(
     quant = resolve_quant(quant, device)
     torch_dtype = resolve_dtype(dtype, device)
     if model is None:
-        model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
+        model = DEFAULT_MODEL if device.startswith("cuda") else DEFAULT_CPU_MODEL
         if device == "cpu":
             say(f"no CUDA GPU: running {model} on the CPU, unquantised (slow; --model to choose another)")
     _quiet_transformers()
@@ -379,8 +377,8 @@ def load_backend(
         local_files_only=local_only,
         dtype=torch_dtype,
     )
-    if device == "cuda":
-        kwargs.update(device_map={"": 0})
+    if device.startswith("cuda"):
+        kwargs.update(device_map={"": torch.device(device).index or 0})
         if qconfig is not None:
             kwargs["quantization_config"] = qconfig
     try:
@@ -406,7 +404,7 @@ def resolve_decode(decode: str, device) -> str:
     (the static cache is compiled by transformers on CUDA only; on the CPU it only pads)."""
     if decode not in DECODES:
         raise UsageError(f"--decode must be one of {', '.join(DECODES)}, not {decode!r}")
-    kind = getattr(device, "type", device)
+    kind = getattr(device, "type", None) or str(device).partition(":")[0]
     if decode == "auto":
         return "static" if kind == "cuda" else "plain"
     return decode
@@ -449,7 +447,7 @@ def default_batch_size(backend: Backend, max_new_tokens: int = 48) -> int:
     import torch
 
     try:
-        free, _ = torch.cuda.mem_get_info()
+        free, _ = torch.cuda.mem_get_info(backend.device)
     except Exception:  # noqa: BLE001 - no reading: the safe side
         return 1
     per = max(1, question_bytes(backend, max_new_tokens))
