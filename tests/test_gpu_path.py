@@ -395,3 +395,86 @@ def test_pixels_reach_the_model_in_its_dtype(qwen, pages, monkeypatch):
     gen = qwen.answer("Total?", [view(qwen, pages[0], 2)], PROMPT, NEW)
     assert seen == [torch.bfloat16]  # before: float32, cast inside the model
     assert gen.images_encoded == 3
+
+
+def test_dtype_and_int4_options_reach_the_model_options():
+    from click.testing import CliRunner
+
+    from docvqa_cli import options
+    from docvqa_cli.cli.common import model_options
+
+    @model_options()
+    def probe(model):
+        return model
+
+    import click
+
+    command = click.command()(probe)
+    r = CliRunner().invoke(command, ["--dtype", "float16", "--quant", "int4"], standalone_mode=False)
+    assert r.exception is None and r.return_value == options.ModelOptions(dtype="float16", quant="int4")
+    r = CliRunner().invoke(command, ["--dtype", "int8"])
+    assert r.exit_code == 2 and "--dtype" in r.output
+
+
+def test_docq_ask_quant_int4_on_the_cpu_exits_3_saying_why(tmp_path, invoice_pdf, monkeypatch):
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    folder = build_idefics3(tmp_path / "tiny")
+    monkeypatch.setenv("NO_COLOR", "1")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "--model", str(folder), "--device", "cpu",
+                                  "--quant", "int4"])
+    assert r.exit_code == 3 and "int4 needs a CUDA GPU" in r.stderr
+
+
+def test_docq_ask_dtype_bfloat16_on_the_cpu_answers(tmp_path, invoice_pdf, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from docvqa_cli import pipeline
+    from docvqa_cli.cli import main
+
+    folder = build_idefics3(tmp_path / "tiny")
+    dtypes = []
+    opened = pipeline.open_backend
+
+    def recording(*args, **kwargs):
+        loaded, visual = opened(*args, **kwargs)
+        dtypes.append(next(loaded.model.parameters()).dtype)
+        return loaded, visual
+
+    monkeypatch.setattr(pipeline, "open_backend", recording)
+    monkeypatch.setenv("NO_COLOR", "1")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "--model", str(folder), "--device", "cpu",
+                                  "--dtype", "bfloat16", "--max-new-tokens", "3"])
+    assert r.exit_code == 0, r.stderr
+    assert dtypes == [torch.bfloat16] and json.loads(r.stdout)["error"] is None
+
+
+def test_a_one_shot_ask_does_not_compile(tmp_path, invoice_pdf, monkeypatch):
+    """--decode auto: static (compiled) on CUDA for long runs, plain for a few questions."""
+    assert load.resolve_decode("auto", "cuda") == "static"
+    assert load.resolve_decode("auto", "cuda", questions=1) == "plain"
+    assert load.resolve_decode("auto", "cuda:1", questions=load.STATIC_MIN_QUESTIONS) == "static"
+    assert load.resolve_decode("static", "cuda", questions=1) == "static"
+    assert load.resolve_decode("auto", "cpu", questions=1000) == "plain"
+    from click.testing import CliRunner
+
+    from docvqa_cli import pipeline
+    from docvqa_cli.cli import main
+
+    seen = []
+    opened = pipeline.open_backend
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("questions"))
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "open_backend", recording)
+    folder = build_idefics3(tmp_path / "tiny")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "Date?", "--model", str(folder),
+                                  "--device", "cpu", "--max-new-tokens", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert seen == [2]
