@@ -76,9 +76,10 @@ def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
     return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
 
 
-def open_backend(model: ModelOptions, visual: bool | None = None):
-    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop; return
-    (backend, visual scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
+def open_backend(model: ModelOptions, visual: bool | None = None, questions: int | None = None):
+    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop (for a
+    run of ``questions`` questions, if known: ``resolve_decode``); return (backend, visual
+    scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
     name = model.model
@@ -86,8 +87,9 @@ def open_backend(model: ModelOptions, visual: bool | None = None):
         from docvqa_cli.vlm import tie
 
         name = tie.read_config(model.tie).base_model
-    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
-    backend.decode = resolve_decode(model.decode, backend.device)
+    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code,
+                           dtype=model.dtype)
+    backend.decode = resolve_decode(model.decode, backend.device, questions)
     if model.tie:
         from docvqa_cli.vlm.tie import use_tie
 

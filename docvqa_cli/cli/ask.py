@@ -39,7 +39,7 @@ def ask(doc, questions, model, answer, out, annotate_out, read):
     template = prompts.load(answer.prompt)
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, read, data=data)
-    backend, visual = pipeline.open_backend(model, answer.visual)
+    backend, visual = pipeline.open_backend(model, answer.visual, questions=len(questions))
     answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False

@@ -314,6 +314,17 @@ class Backend:
         return STATIC_PAD_MULTIPLE if self.decode == "static" else 1
 
 
+def pixels_to(pixels, device, dtype):
+    """Pixel values on ``device`` in ``dtype``: cast on the host first (bf16 halves the bytes
+    to copy), and on CUDA copied from pinned memory without blocking the host."""
+    import torch
+
+    pixels = pixels.to(dtype)
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        return pixels.pin_memory().to(device, non_blocking=True)
+    return pixels.to(device)
+
+
 def left_pad(rows: list, pad_value, multiple: int = 1):
     """(B, T) tensor of 1-D rows (each (1, L) or (L,)) padded on the left to a common length,
     rounded up to ``multiple``; and the attention mask (0 on the padding)."""

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -182,7 +182,7 @@ class Idefics3Backend(Backend):
         device = self.model.device
         with torch.inference_mode():
             out = self.model.model.get_image_features(
-                pixel_values[None].to(device=device, dtype=self._vision_dtype()),
+                pixels_to(pixel_values[None], device, self._vision_dtype()),
                 pixel_mask[None].to(device),
                 return_dict=True,
             )
@@ -249,7 +249,7 @@ class Idefics3Backend(Backend):
             tensors["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self._features(inputs))}
         else:
             pv, pm = self._pixels(inputs)
-            tensors["pixel_values"] = pv.to(device=device, dtype=self._vision_dtype())
+            tensors["pixel_values"] = pixels_to(pv, device, self._vision_dtype())
             tensors["pixel_attention_mask"] = pm.to(device)
         stop = inputs[0].get("stop", "eos")
         return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.tokenizer.pad_token_id)
