@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -146,6 +146,7 @@ class Idefics3Backend(Backend):
             "image_tokens": image_tokens,
             "images_encoded": len(images),
             "overviews": overviews,  # per image: the overview image object, None for a tile
+            "page": (views[0].page.number, views[0].page.width, views[0].page.height) if views else None,
         }
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
@@ -257,9 +258,13 @@ class Idefics3Backend(Backend):
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
         text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.eos_ids,
                                        inputs.get("stop", "eos"))
+        boxes = []
+        if inputs.get("page") is not None:  # the grounded prompt's box line: a box, not answer text
+            text, boxes = split_box_lines(text, *inputs["page"])
         return Generation(
             text=text.strip(),
             confidence=confidence,
             image_tokens=inputs["image_tokens"],
             images_encoded=inputs["images_encoded"],
+            boxes=boxes,
         )
