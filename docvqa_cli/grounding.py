@@ -342,6 +342,7 @@ class _Target:
 
 
 def _target(answer: str) -> _Target:
+    answer = unicodedata.normalize("NFKC", answer)  # fullwidth "（３０）" is "(30)"
     key = norm_text(answer)
     n = len(key)
     max_dist = 0 if n < 5 else (1 if n < 8 else int(n * (1 - MIN_FUZZY)))
