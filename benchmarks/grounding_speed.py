@@ -127,6 +127,7 @@ def main() -> int:
         path = tmp / f"contract{i}.pdf"
         docs.append((path, make_pdf(path, rng, args.words)))
 
+    slowest: list = []
     times, index_ms, found_true, found_wrong, n_true, n_wrong = [], [], 0, 0, 0, 0
     for path, answers in docs:
         pages = documents.load(str(path))
@@ -144,15 +145,21 @@ def main() -> int:
                     found = grounding.find_all(text, pages)
                     best = min(best, time.perf_counter() - t)
                 times.append(1000 * best)
+                slowest.append((1000 * best, text))
                 if is_true:
                     n_true += 1
                     found_true += bool(found)
                 else:
                     n_wrong += 1
                     found_wrong += bool(found)
+                    if found:
+                        print(f"  false proof? {text!r} (from {answer!r}) -> "
+                              f"{' '.join(w.text for w in found[0].words)!r}", file=sys.stderr)
         print(f"{path.name}: {len(pages)} pages, {nwords} words, first answer (reads the pages) "
               f"{index_ms[-1]:.1f} ms", file=sys.stderr)
     times.sort()
+    for ms, text in sorted(slowest, reverse=True)[:5]:
+        print(f"  slow: {ms:.2f} ms {text!r}", file=sys.stderr)
     p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
     print(f"answers: {n_true} true ({found_true} found), {n_wrong} wrong and not printed ({found_wrong} found: "
           f"false proofs); max {times[-1]:.2f} ms")

@@ -160,16 +160,18 @@ class _PageIndex:
             self._by_key = by_key
         return self._by_key
 
-    def starts_for(self, key: str, d: int) -> Iterable[tuple[int, int]]:
+    def starts_for(self, key: str, d: int, jumps: int = 4) -> Iterable[tuple[int, int]]:
         """(line, word) where a span within ``d`` edits of ``key`` may start.
 
-        A span runs over at most ``MAX_JUMPS`` line changes, so of ``d + MAX_JUMPS + 1``
-        pieces of the key one is printed intact within one line. Where a piece is found, the
+        A span runs over at most ``jumps`` line changes (at most ``MAX_JUMPS``, and fewer
+        than the answer has words), so of ``d + jumps + 1`` pieces of the key one is printed
+        intact within one line. Where a piece is found, the
         span starts about as many characters before it as the piece lies into the key: on
         the same line, or on a line that flows into it."""
         if d == 0:  # the first word is a prefix of the key
             return [pos for n in range(1, len(key) + 1) for pos in self.by_norm.get(key[:n], ())]
-        n_pieces = d + MAX_JUMPS + 1
+        jumps = min(jumps, MAX_JUMPS)
+        n_pieces = d + jumps + 1
         if len(key) < 2 * n_pieces:  # pieces too short to narrow anything down: any word
             # that is close to the start of the key (each distinct word tested once)
             head = set(key[:2 * d + 1])
@@ -185,7 +187,7 @@ class _PageIndex:
             pos = flat.find(piece)
             while pos != -1:
                 li = bisect.bisect_right(starts, pos) - 1
-                self._aligned(li, pos - starts[li] - o, d, found, MAX_JUMPS)
+                self._aligned(li, pos - starts[li] - o, d, found, jumps)
                 pos = flat.find(piece, pos + 1)
         return sorted(found)
 
@@ -243,7 +245,11 @@ def _lines(page: Page) -> list[_Line]:
                 and min(ax1, bx1) > max(ax0, bx0)
             ):
                 below.append((by0 - ay1, abs(bx0 - ax0), j))  # the next line of a block
-        a.next = [j for _, j in sorted(right)[:1]] + [j for *_, j in sorted(below)[:2]]
+        below.sort()
+        # the next line of the block: the nearest below (or its pieces, where OCR cut it),
+        # never one further down past it
+        below = [b for b in below if b[0] <= below[0][0] + 0.5 * h][:2]
+        a.next = [j for _, j in sorted(right)[:1]] + [j for *_, j in below]
     return lines
 
 
@@ -386,11 +392,16 @@ def _text_spans(ix: _PageIndex, target: _Target):
         d = min(d, len(key) // 10)
         target = replace(target, max_dist=d)
     lines = ix.lines
-    for li, si in ix.starts_for(key, d):
+    close: dict[str, bool] = {}  # first words already tested
+    for li, si in ix.starts_for(key, d, len(target.text.split()) - 1):
         s = lines[li].norms[si]
-        if not s or (d == 0 and not key.startswith(s)) or (d and not _starts_key(s, key, d)):
+        if not s:
             continue
-        yield from _extend(lines, li, si, [], "", target, 0)
+        ok = close.get(s)
+        if ok is None:
+            ok = close[s] = key.startswith(s) if d == 0 else _starts_key(s, key, d)
+        if ok:
+            yield from _extend(lines, li, si, [], "", target, 0)
 
 
 def _starts_key(word: str, key: str, d: int) -> bool:

@@ -104,6 +104,11 @@ def test_ground_empty_text_is_a_usage_error(text):
     assert proc.returncode == 2 and "TEXT" in proc.stderr and not proc.stdout
 
 
+def test_ground_text_longer_than_an_answer_is_a_usage_error():
+    proc = _docq("ground", str(SAMPLES / "contract.pdf"), "thirty (30) days " * 600)
+    assert proc.returncode == 2 and "10200 characters" in proc.stderr and not proc.stdout
+
+
 @pytest.mark.parametrize("text", ["x" * 10_000, "١٢٣٫٤٥", "𝟙𝟚𝟛 days", "\u200b", "\u0301\u0301", "（３０）　days",
                                   "thirty (30) days" * 200, "€€€", "-(-)-", "Page ½ of 5"])
 def test_ground_any_text_gives_a_result_never_a_crash(text):
@@ -122,3 +127,19 @@ def _docq(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "docvqa_cli", *args], capture_output=True, text=True, env=env,
                           timeout=300)
+
+
+def test_record_of_an_unproved_answer_has_no_boxes(contract):
+    from docvqa_cli import records
+
+    assert records.boxes_of(grounding.locate("60 days", contract)) == []
+    boxes = records.boxes_of(grounding.locate("thirty (30) days", contract))
+    assert boxes and set(boxes[0]) == {"page", "x0", "y0", "x1", "y1"}
+
+
+def test_text_flows_to_the_next_line_only_never_past_it(tmp_path):
+    lines = [((72, 100), "Acme shall pay within seven (7)", 10), ((72, 112), "days of the invoice; the term is", 10),
+             ((72, 124), "years, renewable.", 10)]
+    pages = documents.load(str(write_invoice_pdf(tmp_path / "flow.pdf", lines)))
+    assert grounding.find_all("seven (7) days", pages)  # on to the next line
+    assert grounding.find_all("7 years", pages) == []  # not past it to the one below
