@@ -30,6 +30,7 @@ little each (``benchmarks/grounding_speed.py``).
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -69,10 +70,16 @@ class Match:
 
 # --- normalisation ------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=65536)
 def norm_text(text: str) -> str:
     """Lower case letters and digits only, accents removed: ``"Café, Ltd."`` -> ``"cafeltd"``."""
+    if text.isascii():
+        return _NOT_ALNUM.sub("", text.lower())
     text = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in text if ch.isalnum() and not unicodedata.combining(ch))
+
+
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
 def _plain(text: str) -> str:
@@ -149,16 +156,23 @@ class _PageIndex:
         for i, ln in enumerate(self.lines):
             for j in ln.next:
                 self.prev[j].append(i)
-        self._by_key: dict | None = None
+        self._values: dict[int, list[_Occurrence]] = {}
 
-    def values_by_key(self) -> dict:
-        if self._by_key is None:
-            by_key: dict = {}
-            for occ in _occurrences(self.lines):
-                for key in occ.value.keys():
-                    by_key.setdefault(key, []).append(occ)
-            self._by_key = by_key
-        return self._by_key
+    def values_near(self, anchors: Iterable[str]) -> Iterable[_Occurrence]:
+        """The values printed on the lines whose letters and digits hold one of ``anchors``
+        (what any printing of the wanted value must hold; see ``_anchors``), read once a line."""
+        lines: set[int] = set()
+        for anchor in anchors:
+            pos = self.flat.find(anchor)
+            while pos != -1:
+                li = bisect.bisect_right(self.starts, pos) - 1
+                lines.add(li)
+                pos = self.flat.find(anchor, self.starts[li] + self.lengths[li])
+        for li in sorted(lines):
+            occs = self._values.get(li)
+            if occs is None:
+                occs = self._values[li] = list(_occurrences(li, self.lines[li]))
+            yield from occs
 
     def starts_for(self, key: str, d: int, jumps: int = 4) -> Iterable[tuple[int, int]]:
         """(line, word) where a span within ``d`` edits of ``key`` may start.
@@ -286,39 +300,38 @@ def line_boxes(words: Sequence[Word]) -> list[Box]:
     return [_union(x.box for x in row) for row in rows]
 
 
-def _occurrences(lines: list[_Line]) -> Iterable[_Occurrence]:
-    """Every value printed on the page's lines (see ``values.find_values``), and amounts
-    that OCR or the text layer cut into words (``"1 007,50"``, ``"RM 9 .00"``)."""
-    for li, ln in enumerate(lines):
-        text = " ".join(w.text for w in ln.words)
-        spans, pos = [], 0
-        for w in ln.words:
-            spans.append((pos, pos + len(w.text)))
-            pos += len(w.text) + 1
-        seen = set()
-        for f in values.find_values(text):
-            ks = [k for k, (a, b) in enumerate(spans) if a < f.end and b > f.start]
-            if not ks:
+def _occurrences(li: int, ln: _Line) -> Iterable[_Occurrence]:
+    """Every value printed on a line (see ``values.find_values``), and amounts that OCR or
+    the text layer cut into words (``"1 007,50"``, ``"RM 9 .00"``)."""
+    text = " ".join(w.text for w in ln.words)
+    spans, pos = [], 0
+    for w in ln.words:
+        spans.append((pos, pos + len(w.text)))
+        pos += len(w.text) + 1
+    seen = set()
+    for f in values.find_values(text):
+        ks = [k for k, (a, b) in enumerate(spans) if a < f.end and b > f.start]
+        if not ks:
+            continue
+        a, b = spans[ks[0]][0], spans[ks[-1]][1]
+        outside = text[a:f.start] + text[f.end:b]
+        whole = not any(ch.isalnum() for ch in outside)
+        seen.add((ks[0], ks[-1]))
+        yield _Occurrence(li, ks[0], ks[-1], f.value, text[f.start:f.end], whole)
+    # numbers cut into two or three words by spaces that group thousands
+    for k in range(len(ln.words) - 1):
+        if not ln.words[k].text[-1:].isdigit() and ln.words[k].text[-1:] not in ".,":
+            continue
+        for n in (2, 3):
+            if k + n > len(ln.words) or (k, k + n - 1) in seen:
                 continue
-            a, b = spans[ks[0]][0], spans[ks[-1]][1]
-            outside = text[a:f.start] + text[f.end:b]
-            whole = not any(ch.isalnum() for ch in outside)
-            seen.add((ks[0], ks[-1]))
-            yield _Occurrence(li, ks[0], ks[-1], f.value, text[f.start:f.end], whole)
-        # numbers cut into two or three words by spaces that group thousands
-        for k in range(len(ln.words) - 1):
-            if not ln.words[k].text[-1:].isdigit() and ln.words[k].text[-1:] not in ".,":
-                continue
-            for n in (2, 3):
-                if k + n > len(ln.words) or (k, k + n - 1) in seen:
-                    continue
-                ws = ln.words[k:k + n]
-                if not _glued(ws):
-                    break
-                joined = " ".join(w.text for w in ws)
-                v = values.parse_amount(joined)
-                if v is not None:
-                    yield _Occurrence(li, k, k + n - 1, v, joined, True)
+            ws = ln.words[k:k + n]
+            if not _glued(ws):
+                break
+            joined = " ".join(w.text for w in ws)
+            v = values.parse_amount(joined)
+            if v is not None:
+                yield _Occurrence(li, k, k + n - 1, v, joined, True)
 
 
 def _glued(words: Sequence[Word]) -> bool:
@@ -496,18 +509,46 @@ def _candidates(answer: str, pages: list[Page]) -> list[Match]:
             if score > 0:
                 found.append(Match(page.number, line_boxes(span), round(score, 4), list(span)))
         if target.value is not None:
-            by_key = ix.values_by_key()
-            seen = set()
-            for key in target.value.keys():
-                for occ in by_key.get(key, ()):
-                    if id(occ) in seen:
-                        continue
-                    seen.add(id(occ))
-                    words = ix.lines[occ.line].words[occ.first:occ.last + 1]
-                    score = _value_score(target, occ, words)
-                    if score > 0:
-                        found.append(Match(page.number, line_boxes(words), round(score, 4), list(words)))
+            keys = target.value.keys()
+            for occ in ix.values_near(_anchors(target.value)):
+                if occ.value.keys().isdisjoint(keys):
+                    continue
+                words = ix.lines[occ.line].words[occ.first:occ.last + 1]
+                score = _value_score(target, occ, words)
+                if score > 0:
+                    found.append(Match(page.number, line_boxes(words), round(score, 4), list(words)))
     return found
+
+
+def _anchors(value: values.Value) -> set[str]:
+    """Strings that every printing of ``value`` holds among its letters and digits: the
+    whole part of a number, the last two digits of a date's year, a duration's count in
+    digits or in words, an id's characters."""
+    kind = value.kind
+    if kind in ("amount", "number"):
+        out = {str(int(abs(r))) for r in value.readings}
+        if kind == "number" and value.text.strip().isdigit():
+            out.add(value.text.strip())  # an id printed as a number ("0012")
+        return out
+    if kind == "percent":
+        return {str(int(abs(value.value)))}
+    if kind == "date":
+        return {c[2:4] for c in value.candidates}
+    if kind == "time":
+        h = int(value.iso[:2])
+        return {str(h), f"{h:02d}", str(h % 12 or 12)}
+    if kind == "duration":
+        n = int(value.count)
+        return {str(n)} | ({_number_words(n)} if n < 100 else set())
+    return {norm_text(value.text)} if norm_text(value.text) else {""}
+
+
+def _number_words(n: int) -> str:
+    """``30`` -> ``"thirty"``, ``24`` -> ``"twentyfour"`` (letters only, as norm_text has them)."""
+    words = {v: k for k, v in values.NUMBER_WORDS.items() if k not in ("a", "an", "single")}
+    if n in words:
+        return words[n]
+    return words[n - n % 10] + words[n % 10]
 
 
 def _best_disjoint(found: list[Match], rank) -> list[Match]:
