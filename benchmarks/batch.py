@@ -35,6 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import pymupdf  # noqa: E402
 
 from docvqa_cli import batch, documents, pipeline, prompts  # noqa: E402
+from docvqa_cli.options import ModelOptions  # noqa: E402
 
 
 class TimedOutput(batch.Output):
@@ -101,9 +102,7 @@ def main() -> None:
     questions = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
                  batch.Question("q3", "What is the date of the invoice?")]
 
-    def answer(pages, qs, keep):
-        return pipeline.answer_questions(pages, qs, backend, keep=keep, prompt=template,
-                                         max_new_tokens=args.max_new_tokens)
+    step = pipeline.Answerer.build(backend, template, args.max_new_tokens, batch_size=1)
 
     load = functools.partial(counting_load if args.executor == "thread" else documents.load, ocr="rapidocr")
     print(f"# {args.docs} documents x {len(questions)} questions, tiny Idefics3 on CPU "
@@ -115,7 +114,7 @@ def main() -> None:
         RENDERS.clear()
         out = TimedOutput(str(tmp / f"out-{engine_name}-{jobs}.jsonl"), "jsonl", overwrite=True)
         t = time.perf_counter()
-        s = batch.run(questions, docs, load=load, answerer=lambda: answer, output=out, engine=engine,
+        s = batch.run(questions, docs, load=load, answerer=lambda: step, output=out, engine=engine,
                       serialiser=batch.Serialiser("jsonl"), jobs=jobs, executor=args.executor, stderr=io.StringIO())
         dt = time.perf_counter() - t
         out.close()
@@ -131,14 +130,14 @@ def main() -> None:
     if "ray" in args.engine:
         import ray
 
-        from docvqa_cli import ray_engine
+        from docvqa_cli.batch import ray as ray_engine
 
         t = time.perf_counter()
         ray_engine.connect(None)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         print(f"# Ray start-up (ray.init, local, {cpus} CPUs): {time.perf_counter() - t:.1f} s", flush=True)
         answerer = batch.model_answerer(
-            functools.partial(pipeline.open_backend, str(model_dir), "cpu", "none", False, None, None),
+            functools.partial(pipeline.open_backend, ModelOptions(str(model_dir), "cpu", "none")),
             None, args.max_new_tokens)
         ray_load = functools.partial(documents.load, ocr="rapidocr")
         try:

@@ -10,7 +10,7 @@ import math
 
 from docvqa_cli.relevance.fusion import TileScore
 
-DEFAULT_KEEP = 0.5
+from docvqa_cli.options import DEFAULT_KEEP
 
 def budget(total: int, keep: float) -> int:
     """How many of ``total`` tiles ``keep`` allows: ceil(keep x total), at least one."""
