@@ -18,6 +18,7 @@ from docvqa_cli.batch.output import Done
 from docvqa_cli.batch.prefetch import LoadFn
 from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import one_line
+from docvqa_cli.options import DEFAULT_KEEP
 
 class _Stop:
     """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt)."""
@@ -75,7 +76,7 @@ def run(
     load: LoadFn | None = None,
     answerer: Callable[[], AnswerStep] | None = None,
     output,
-    keep: float = 0.5,
+    keep: float = DEFAULT_KEEP,
     jobs: int = 1,
     executor: str = "thread",
     model_name: str | None = None,
