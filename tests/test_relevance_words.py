@@ -82,3 +82,34 @@ def test_a_label_in_a_small_document_keeps_its_weight():
 def test_common_words_do_not_empty_a_contract_question(question):
     scores = relevance.score(question, doc_tiles(SAMPLES / "contract.pdf"))
     assert max(s.score for s in scores) > 0.3
+
+
+# --- one reader of values: relevance sees what grounding sees ---------------------------------
+
+AGREEMENT = [  # printed text, the kind both must see (issue 12's table of disagreements)
+    ("15 gennaio 2024", "date"),
+    ("15 dez 2024", "date"),
+    ("KES 1,250.00", "amount"),
+    ("₹1,23,456.00", "amount"),
+    ("-11.80", "amount"),
+    ("thirty (30) days", "duration"),
+    ("12.5%", "percent"),
+    ("INV-20417", "id"),
+]
+
+
+@pytest.mark.parametrize("text, kind", AGREEMENT)
+def test_relevance_reads_values_with_the_values_module(text, kind):
+    from docvqa_cli import values
+    from docvqa_cli.documents import Word
+
+    words, x = [], 10.0
+    for tok in f"Amount: {text}".split():
+        words.append(Word(tok, x, 10, x + 8 * len(tok), 22, 0))
+        x += 8 * len(tok) + 6
+    pt = relevance.analyse_page(words)
+    seen = {k for v in pt.values[1:] for k in v if k not in ("phone", "email")}
+    assert seen == {kind}, (text, pt.values)
+    assert values.parse(text).kind == kind  # what grounding reads
+    assert [f.kind for f in values.find_values(f"Amount: {text}")] == [kind]
+    assert not pt.values[0]  # the label itself is no value

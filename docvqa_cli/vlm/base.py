@@ -32,6 +32,7 @@ whose answers are dropped. So compilation happens once per bucket, not once per 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,6 +69,47 @@ class Generation:
     image_tokens: int = 0  # image tokens in the prompt (what the vision encoder produced)
     images_encoded: int = 0  # images given to the vision encoder (tiles + overviews)
     boxes: list[ModelBox] = field(default_factory=list)
+
+
+# The grounded prompt's own box line (prompts/grounded.txt): "box: [x0, y0, x1, y1]", 0-1000 of
+# the whole-page image. Families read it whether or not they have a box format of their own.
+BOX_LINE = re.compile(r"\bbox\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)"
+                      r"\s*,\s*(-?\d+(?:\.\d+)?)\s*\]", re.I)
+
+
+def split_box_lines(text: str, page: int, width: float, height: float) -> tuple[str, list[ModelBox]]:
+    """The text without its ``box: [...]`` lines, and those boxes in points of ``page``
+    (``width`` x ``height`` points; the numbers are thousandths of the whole page)."""
+    if not BOX_LINE.search(text):
+        return text, []
+    boxes = []
+    for m in BOX_LINE.finditer(text):
+        x0, y0, x1, y1 = (min(max(float(g), 0.0), 1000.0) / 1000 for g in m.groups())
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        if x1 > x0 and y1 > y0:
+            boxes.append(ModelBox(page, x0 * width, y0 * height, x1 * width, y1 * height))
+    return " ".join(BOX_LINE.sub(" ", text).split()), boxes
+
+def processor_chat_template(source: str, local_files_only: bool = False, **_) -> str | None:
+    """The chat template of a checkpoint's processor (``chat_template.jinja`` or
+    ``chat_template.json``), None if it has none. It can differ from the tokenizer's: Qwen2.5-VL's
+    tokenizer carries the text model's template, which cannot render images."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        try:
+            path = cached_file(source, name, local_files_only=local_files_only,
+                               _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
+        except Exception:  # noqa: BLE001 - no such file where it looked
+            path = None
+        if path:
+            text = open(path, encoding="utf-8").read()
+            return text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+    return None
 
 
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
@@ -260,6 +302,7 @@ class Backend:
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
+            repetition_penalty=1.0,  # plain greedy: Qwen2.5-VL's generation config asks for 1.05
             output_logits=True,
             return_dict_in_generate=True,
             eos_token_id=list(eos_ids) or None,

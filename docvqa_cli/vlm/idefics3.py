@@ -32,7 +32,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to
+<<<<<<< HEAD
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, processor_chat_template, split_box_lines
+=======
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
+>>>>>>> gpu
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -106,15 +110,18 @@ class Idefics3Backend(Backend):
         return SimpleNamespace(
             image_processor=AutoImageProcessor.from_pretrained(name, **kwargs),
             tokenizer=AutoTokenizer.from_pretrained(name, **kwargs),
+            chat_template=processor_chat_template(name, **kwargs),
         )
 
     # --- the three steps --------------------------------------------------------------------
 
     def chat_text(self, block: str, text: str) -> str:
         """The user turn with the image block and the prompt, plus the assistant's cue."""
-        if getattr(self.tokenizer, "chat_template", None):
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if template:
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            rendered = self.tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                                          tokenize=False)
             if IMAGE in rendered:
                 return rendered.replace(IMAGE, block, 1)
         return f"<|im_start|>User:{block}{text}{END_OF_UTTERANCE}\nAssistant:"
@@ -146,6 +153,7 @@ class Idefics3Backend(Backend):
             "image_tokens": image_tokens,
             "images_encoded": len(images),
             "overviews": overviews,  # per image: the overview image object, None for a tile
+            "page": (views[0].page.number, views[0].page.width, views[0].page.height) if views else None,
         }
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
@@ -257,9 +265,13 @@ class Idefics3Backend(Backend):
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
         text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.eos_ids,
                                        inputs.get("stop", "eos"))
+        boxes = []
+        if inputs.get("page") is not None:  # the grounded prompt's box line: a box, not answer text
+            text, boxes = split_box_lines(text, *inputs["page"])
         return Generation(
             text=text.strip(),
             confidence=confidence,
             image_tokens=inputs["image_tokens"],
             images_encoded=inputs["images_encoded"],
+            boxes=boxes,
         )

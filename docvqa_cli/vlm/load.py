@@ -49,7 +49,7 @@ INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie", "visual"}
+_NOT_FAMILIES = {"base", "load", "memory", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
@@ -377,6 +377,10 @@ def load_backend(
 
     import torch
 
+    if device == "cpu":  # nothing quantised: refuse a model the free RAM cannot hold, before loading it
+        from docvqa_cli.vlm.memory import check_fits
+
+        check_fits(config, torch_dtype, model, smaller=DEFAULT_CPU_MODEL)
     qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())), torch_dtype)
     kwargs = dict(
         use_safetensors=True,
