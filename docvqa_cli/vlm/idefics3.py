@@ -32,11 +32,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-<<<<<<< HEAD
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, processor_chat_template, split_box_lines
-=======
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
->>>>>>> gpu
+from docvqa_cli.vlm.base import (Backend, Generation, PageView, left_pad, pixels_to, processor_chat_template,
+                                 split_box_lines)
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
