@@ -33,7 +33,7 @@ from typing import Any
 
 from docvqa_cli import prompts
 from docvqa_cli.vlm.base import (Backend, Generation, PageView, left_pad, pixels_to, processor_chat_template,
-                                  split_box_lines)
+                                 split_box_lines)
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
