@@ -151,7 +151,9 @@ def _text_spans(ix: PageIndex, target: _Target):
             continue
         ok = close.get(s)
         if ok is None:
-            ok = close[s] = key.startswith(s) if d == 0 else starts_key(s, key, d)
+            # a fuzzy span's first word is close to the start of the answer: at most a third
+            # of its letters differ (and never more than the answer's own tolerance)
+            ok = close[s] = key.startswith(s) if d == 0 else starts_key(s, key, min(d, max(1, len(s) // 3)))
         if ok:
             yield from _extend(lines, li, si, [], "", target, 0)
 
