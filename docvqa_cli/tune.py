@@ -28,6 +28,7 @@ import torch
 
 from docvqa_cli import documents, grounding, relevance, tiles
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.options import TuneOptions  # noqa: F401 (the trainer's options, with the others)
 from docvqa_cli.vlm.base import Backend, PageView
 from docvqa_cli.vlm.tie import Tie
 from docvqa_cli.vlm.visual import VisualScorer, patch_mass, tile_masses
@@ -45,24 +46,6 @@ class Example:
     answer: str
     page: int | None = None
     line: int = 0
-
-
-@dataclass
-class TuneOptions:
-    steps: int | None = None  # total optimizer steps (default: epochs over the training split)
-    epochs: int = 1
-    lr: float = 2e-4
-    every: int = 1  # adapter after every ``every``-th encoder layer
-    relevance_weight: float = 0.5
-    heldout: float = 0.1
-    checkpoint_every: int = 50
-    resume: bool = True
-    seed: int = 0
-    keep: float = 0.5
-    dpi: int = 150
-    ocr: str | None = "rapidocr"
-    gradient_checkpointing: bool = True
-    prompt: str | None = None  # template text; None = the default prompt
 
 
 @dataclass

@@ -105,6 +105,7 @@ def test_missing_tesseract_language_says_what_to_install():
         ocr.read_words(Image.new("RGB", (60, 30), "white"), engine="tesseract", lang="qqq")
 
 
+@needs_tesseract
 def test_a_missing_tesseract_language_is_an_environment_problem_before_any_work():
     import pytest
 

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from docvqa_cli.documents import Page, Word
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.options import ModelOptions
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
 from docvqa_cli.vlm.tie import Tie, layer_plan, use_tie
@@ -369,5 +370,5 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     assert len(s) == len(ts) and all(0 <= v <= 1 for v in s)
 
     # --tie without --model loads the base model the adapters name (as `docq ask --tie DIR` does)
-    backend, visual = pipeline.open_backend(None, "cpu", "auto", False, str(out), None)
+    backend, visual = pipeline.open_backend(ModelOptions(device="cpu", tie=str(out)))
     assert backend.name == f"{tiny_folder}+tie" and visual is not None and visual.uses_attention

@@ -22,7 +22,8 @@ from PIL import Image
 
 from docvqa_cli.errors import UsageError
 
-DEFAULT_ENGINE = "rapidocr"
+from docvqa_cli.options import DEFAULT_OCR as DEFAULT_ENGINE
+from docvqa_cli.options import DEFAULT_OCR_LANG
 
 
 class Word(NamedTuple):
@@ -68,12 +69,12 @@ def get(name: str) -> Engine:
     return _ENGINES[name]
 
 
-def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = "eng") -> list[Word]:
+def read_words(image: Image.Image, engine: str = DEFAULT_ENGINE, lang: str = DEFAULT_OCR_LANG) -> list[Word]:
     """OCR ``image`` and return its words, boxes in pixels, with per-image line numbers."""
     return get(engine).read(image, lang)
 
 
-def check(engine: str, lang: str = "eng") -> None:
+def check(engine: str, lang: str = DEFAULT_OCR_LANG) -> None:
     """Before any work: the engine can run with these languages, or EnvironmentProblem with
     the fix (tesseract checks its program and languages; RapidOCR's models ship in its wheel
     and load on first use)."""
