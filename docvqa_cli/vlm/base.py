@@ -3,7 +3,7 @@
 A backend is split like a Hugging Face pipeline: ``preprocess`` builds the inputs (prompt
 text, the overview(s) and the kept tiles only), ``forward`` runs the model (the only step
 that touches the device), ``postprocess`` turns ids into a ``Generation``. ``answer`` runs
-the three in order. Families subclass ``Backend`` and register in ``vlm/load.py``.
+the three in order. Families subclass ``Backend`` and register in ``vlm/families/``.
 
 Batching: ``answer_batch(items, prompt, max_new_tokens)`` answers several (question, views)
 items in one padded ``generate`` when the family implements ``forward_batch`` (left

@@ -156,7 +156,7 @@ def qwen_patch_order(vision, grid_thw: torch.Tensor) -> list[torch.Tensor]:
 
 def _qwen_encode(model, processor, image, project: bool = True):
     """One overview through Qwen's vision tower at the backend's overview budget."""
-    from docvqa_cli.vlm import qwen
+    from docvqa_cli.vlm.families import qwen
 
     vision = QWEN.vision(model)
     ip = getattr(processor, "image_processor", processor)

@@ -33,7 +33,7 @@ from typing import Any
 
 from docvqa_cli import prompts
 from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad
-from docvqa_cli.vlm.load import register
+from docvqa_cli.vlm.families import register
 
 FAKE = "<fake_token_around_image>"
 IMAGE = "<image>"

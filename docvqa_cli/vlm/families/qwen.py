@@ -43,7 +43,7 @@ from PIL import Image
 
 from docvqa_cli import prompts
 from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad
-from docvqa_cli.vlm.load import register
+from docvqa_cli.vlm.families import register
 
 IMAGE_PAD = "<|image_pad|>"
 VISION_START = "<|vision_start|>"
