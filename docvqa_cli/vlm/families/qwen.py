@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad
+from docvqa_cli.vlm.base import Backend, FamilySpec, Generation, ModelBox, PageView, left_pad
 from docvqa_cli.vlm.families import register
 
 IMAGE_PAD = "<|image_pad|>"
@@ -120,10 +120,80 @@ def overview_label(view: PageView, number: int) -> str:
     return f"Image {number}: page {view.page.number}, whole page:"
 
 
+# --- TIE and the visual scorer: the encoder's blocks, packed patch order, one overview -------
+
+
+def patch_order(vision, grid_thw) -> list:
+    """Where each position of Qwen's packed sequence (as the vision blocks see it) sits on its
+    image: one tensor per image (in ``grid_thw`` order), the row-major patch index
+    ``frame * h * w + row * w + col`` of each of the image's positions, in sequence order.
+
+    The image processor flattens an image's (h, w) patch grid block-major: merge_size x
+    merge_size windows in row-major order, row-major inside each window (the order of
+    ``vision_utils.get_vision_position_ids``). Qwen2.5-VL then permutes whole merge windows into
+    its attention windows (``get_vision_window_index``) before the blocks and back after the
+    merger; the permutation stays inside each image, so every image is one contiguous run.
+    """
+    import torch
+
+    m = int(vision.config.spatial_merge_size)
+    per_image, offset = [], 0
+    for t, h, w in grid_thw.tolist():
+        t, h, w = int(t), int(h), int(w)
+        idx = torch.arange(h * w).reshape(h // m, m, w // m, m).transpose(1, 2).flatten()
+        frames = (torch.arange(t)[:, None] * (h * w) + idx[None, :]).flatten()
+        per_image.append(frames + offset)
+        offset += t * h * w
+    order = torch.cat(per_image)  # processor order -> global row-major index
+    if getattr(vision, "window_size", None) and hasattr(vision, "fullatt_block_indexes"):  # Qwen2.5-VL
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid_thw.cpu(), spatial_merge_size=m,
+                                                  window_size=vision.window_size, patch_size=vision.patch_size)
+        unit = m * m
+        order = order[(window_index[:, None] * unit + torch.arange(unit)[None, :]).flatten()]
+    out, start = [], 0
+    for t, h, w in grid_thw.tolist():
+        n = int(t) * int(h) * int(w)
+        out.append(order[start:start + n] - start)
+        start += n
+    return out
+
+
+def encode_overview(model, processor, image, project: bool = True):
+    """One overview through Qwen's vision tower at the backend's overview budget (TIE, visual scorer)."""
+    import torch
+
+    vision = TIE_SPEC.vision(model)
+    ip = getattr(processor, "image_processor", processor)
+    m = int(vision.config.spatial_merge_size)
+    factor = int(vision.config.patch_size) * m
+    budget = (TILE_GROUPS * factor) ** 2  # as QwenBackend.preprocess encodes an overview
+    enc = ip(images=[image.convert("RGB")], size=image_size(ip, budget, factor), return_tensors="pt")
+    param = next(vision.parameters())
+    grid = enc["image_grid_thw"].to(param.device)
+    out = vision(enc["pixel_values"].to(device=param.device, dtype=param.dtype), grid_thw=grid)
+    _, h, w = (int(v) for v in grid[0])
+    if project:  # after the merger, in the LM embedding space: row-major over (h/m, w/m)
+        return out.pooler_output, (h // m, w // m)
+    order = patch_order(vision, grid)[0].to(param.device)
+    return out.last_hidden_state[torch.argsort(order)], (h, w)
+
+
+TIE_SPEC = FamilySpec(
+    family="qwen",
+    layer_paths=("model.visual.blocks", "visual.blocks"),
+    vision_paths=("model.visual", "visual"),
+    encode_overview=encode_overview,
+    patch_order=patch_order,
+)
+
+
 @register
 class QwenBackend(Backend):
     family: ClassVar[str] = "qwen-vl"
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    tie_spec: ClassVar[FamilySpec] = TIE_SPEC
     tile_px: int = 448  # 16 x 28 (Qwen2/2.5-VL); set to 16 x 32 = 512 for Qwen3-VL
     max_tiles: int = 12
     can_ground: bool = True
@@ -247,6 +317,10 @@ class QwenBackend(Backend):
             model_inputs["pixel_values"] = torch.cat(pixels)
             model_inputs["image_grid_thw"] = torch.cat(grids)
         return {"model_inputs": model_inputs, "images": refs, "prompt_text": expanded}
+
+    def model_inputs(self, inputs: dict) -> dict:
+        """The forward's tensors sit under ``model_inputs`` (next to the image references)."""
+        return inputs["model_inputs"]
 
     # -- forward ----------------------------------------------------------------------------
 
