@@ -26,7 +26,7 @@ FORMATS = ("jsonl", "csv", "table")
 
 @dataclass
 class Answer:
-    """One record. Keys and their order are a contract (DESIGN.md, README)."""
+    """One record. Keys and their order are a contract (README, ARCHITECTURE.md)."""
 
     doc: str
     question_id: str

@@ -21,7 +21,6 @@ from typing import Callable, NamedTuple
 from PIL import Image
 
 from docvqa_cli.errors import UsageError
-
 from docvqa_cli.options import DEFAULT_OCR as DEFAULT_ENGINE
 from docvqa_cli.options import DEFAULT_OCR_LANG
 
