@@ -32,6 +32,7 @@ whose answers are dropped. So compilation happens once per bucket, not once per 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -70,6 +71,26 @@ class Generation:
     images_encoded: int = 0  # images given to the vision encoder (tiles + overviews)
     boxes: list[ModelBox] = field(default_factory=list)
 
+
+# The grounded prompt's own box line (prompts/grounded.txt): "box: [x0, y0, x1, y1]", 0-1000 of
+# the whole-page image. Families read it whether or not they have a box format of their own.
+BOX_LINE = re.compile(r"\bbox\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)"
+                      r"\s*,\s*(-?\d+(?:\.\d+)?)\s*\]", re.I)
+
+
+def split_box_lines(text: str, page: int, width: float, height: float) -> tuple[str, list[ModelBox]]:
+    """The text without its ``box: [...]`` lines, and those boxes in points of ``page``
+    (``width`` x ``height`` points; the numbers are thousandths of the whole page)."""
+    if not BOX_LINE.search(text):
+        return text, []
+    boxes = []
+    for m in BOX_LINE.finditer(text):
+        x0, y0, x1, y1 = (min(max(float(g), 0.0), 1000.0) / 1000 for g in m.groups())
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        if x1 > x0 and y1 > y0:
+            boxes.append(ModelBox(page, x0 * width, y0 * height, x1 * width, y1 * height))
+    return " ".join(BOX_LINE.sub(" ", text).split()), boxes
 
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
 MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
@@ -360,6 +381,17 @@ class Backend:
     def pad_multiple(self) -> int:
         """Left-pad prompts to a multiple of this (static decode: fewer cache shapes to compile)."""
         return STATIC_PAD_MULTIPLE if self.decode == "static" else 1
+
+
+def pixels_to(pixels, device, dtype):
+    """Pixel values on ``device`` in ``dtype``: cast on the host first (bf16 halves the bytes
+    to copy), and on CUDA copied from pinned memory without blocking the host."""
+    import torch
+
+    pixels = pixels.to(dtype)
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        return pixels.pin_memory().to(device, non_blocking=True)
+    return pixels.to(device)
 
 
 def left_pad(rows: list, pad_value, multiple: int = 1):
