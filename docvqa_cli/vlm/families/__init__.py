@@ -5,8 +5,8 @@ postprocess), calls ``register(ItsBackend)``, and keeps everything else docq mus
 the family with it: its TIE spec (``Backend.tie_spec``: where the vision encoder's layers
 are, how to encode one overview, how packed patches are ordered), its end-of-answer ids
 (``eos_ids``) and the tensors its forward takes for training (``Backend.model_inputs``).
-Adding a family is one new module here plus its tests (ARCHITECTURE.md, "Adding a model
-family").
+Adding a family is one new module here plus its tests (ARCHITECTURE.md, "Adding
+things").
 
 Every module of this package is imported the first time a family is looked up (one that
 fails to import is named in the error, and does not hide the others); third-party packages
