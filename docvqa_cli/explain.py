@@ -2,7 +2,8 @@
 
 ``explain(doc, question, pages)`` tiles the pages, scores and selects the tiles as
 ``docq ask`` would, with no model, and returns an ``Explanation``. ``to_json`` gives the
-object of DESIGN.md's explain contract; ``print_table`` a rich table per page; ``draw``
+JSON object of ``docq explain --format json`` (README; ARCHITECTURE.md for where explain
+sits); ``print_table`` a rich table per page; ``draw``
 one PNG per page: dropped tiles faded, kept tiles in full colour with an outline whose
 tint grows with the score, and the words that earned the score highlighted.
 """

@@ -146,12 +146,14 @@ def test_a_family_registers_with_one_call():
         family = "toy"
         model_types = ("toy_vlm",)
 
+    from docvqa_cli.vlm import families
+
     try:
-        load.register(Toy)
-        assert load.backend_for("toy_vlm") is Toy
-        assert load.families()["idefics3"].family == "idefics3"
+        families.register(Toy)
+        assert families.backend_for("toy_vlm") is Toy
+        assert families.families()["idefics3"].family == "idefics3"
     finally:
-        load._REGISTRY.pop("toy_vlm", None)
+        families._REGISTRY.pop("toy_vlm", None)
 
 
 def test_prompts_built_in_and_from_a_file(tmp_path):
