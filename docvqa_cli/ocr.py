@@ -120,6 +120,10 @@ def check(engine: str, lang: str = DEFAULT_OCR_LANG) -> None:
     An unknown engine is a UsageError naming the known ones."""
     if engine not in ENGINES:
         raise UsageError(f"--ocr: unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "rapidocr" and lang != DEFAULT_OCR_LANG:
+        # Only the Chinese/English models ship in RapidOCR's wheel; others would be downloaded.
+        raise UsageError(f"--ocr-lang {lang}: RapidOCR reads only the languages of its bundled model (English and "
+                         f"Chinese, offline); for {lang} use --ocr tesseract --ocr-lang {lang}")
     if engine != "tesseract":
         return
     if not tesseract_path():

@@ -6,7 +6,8 @@
   ``page``, and every box as JSON in ``boxes``. A text cell that a spreadsheet would run as
   a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a CR) gets a leading ``'``,
   unless it is a plain number such as ``-11.80``; ``csv_raw=True`` (``--csv-raw``) turns
-  the guard off.
+  the guard off. ``csv_bom=True`` (``--bom``) starts the file with a UTF-8 byte-order mark,
+  which Excel on Windows needs to read UTF-8 (without it, "Café" shows as "CafÃ©").
 - ``table``: a rich table for a terminal, printed when the writer is closed.
 
 Writers take a text stream; records go there and nowhere else.
@@ -140,9 +141,10 @@ def unguard_cell(value: str) -> str:
 class CsvWriter(Writer):
     """RFC 4180 CSV with a header row; ``raw=True`` turns off the formula guard."""
 
-    def __init__(self, stream: IO[str], raw: bool = False, header: bool = True):
+    def __init__(self, stream: IO[str], raw: bool = False, header: bool = True, bom: bool = False):
         super().__init__(stream)
         self.raw = raw
+        self.bom = bom and header  # the mark goes before the header, at the very start
         self.writer = csv.writer(stream, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
         self.header_written = not header
 
@@ -155,6 +157,8 @@ class CsvWriter(Writer):
 
     def write(self, record: Answer) -> None:
         if not self.header_written:
+            if self.bom:
+                self.stream.write("\ufeff")
             self.writer.writerow(CSV_COLUMNS)
             self.header_written = True
         row = record.to_dict()
@@ -208,16 +212,18 @@ class TableWriter(Writer):
 
 
 def get_writer(fmt: str, stream: IO[str], **options) -> Writer:
-    """The writer for ``fmt``. Options: ``csv_raw`` (no formula guard) and ``csv_header``
-    (False when appending to a CSV that has one) for csv, ``console`` (a rich Console) for
+    """The writer for ``fmt``. Options: ``csv_raw`` (no formula guard), ``csv_header``
+    (False when appending to a CSV that has one) and ``csv_bom`` (a UTF-8 byte-order mark
+    first, for Excel) for csv, ``console`` (a rich Console) for
     table; others are refused so a misspelt option does not pass silently."""
-    unknown = set(options) - {"csv_raw", "csv_header", "console"}
+    unknown = set(options) - {"csv_raw", "csv_header", "csv_bom", "console"}
     if unknown:
         raise TypeError(f"get_writer: unknown option(s) {', '.join(sorted(unknown))}")
     if fmt == "jsonl":
         return JsonlWriter(stream)
     if fmt == "csv":
-        return CsvWriter(stream, raw=bool(options.get("csv_raw")), header=options.get("csv_header", True))
+        return CsvWriter(stream, raw=bool(options.get("csv_raw")), header=options.get("csv_header", True),
+                         bom=bool(options.get("csv_bom")))
     if fmt == "table":
         return TableWriter(stream, console=options.get("console"))
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from docvqa_cli.cli.common import (answer_options, handle_errors, load_pages, model_options, output_options,
-                                   read_options)
+from docvqa_cli.cli.common import (Progress, answer_options, handle_errors, load_pages, model_options, open_model,
+                                   output_options, read_options, show_options)
 from docvqa_cli.errors import ExitCode
 
 
@@ -17,14 +17,15 @@ from docvqa_cli.errors import ExitCode
 @click.argument("questions", nargs=-1, required=True)
 @model_options()
 @answer_options()
-@output_options("format", "output", "csv_raw")
+@output_options("format", "output", "csv_raw", "bom")
 @click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
 @read_options()
+@show_options()
 @handle_errors
-def ask(doc, questions, model, answer, out, annotate_out, read):
+def ask(doc, questions, model, answer, out, annotate_out, read, show):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
-    from docvqa_cli import pipeline, prompts
+    from docvqa_cli import models, pipeline, prompts
     from docvqa_cli.errors import UsageError
     from docvqa_cli.records import check_output, format_for, get_writer
 
@@ -36,24 +37,31 @@ def ask(doc, questions, model, answer, out, annotate_out, read):
     if out.output and annotate_out and os.path.realpath(out.output) == os.path.realpath(annotate_out):
         raise UsageError(f"-o and --annotate are the same file ({out.output})")
     fmt = format_for(out.output, out.format)
+    if out.bom and fmt != "csv":
+        raise UsageError(f"--bom is for CSV (the format here is {fmt}); add --format csv or an -o FILE.csv")
     template = prompts.load(answer.prompt)
+    models.require(model)  # before any document work: fail fast when the model cannot be had
     data = sys.stdin.buffer.read() if doc == "-" else None
-    pages = load_pages(doc, read, data=data)
-    backend, visual = pipeline.open_backend(model, answer.visual)
+    progress = Progress(show)
+    pages = load_pages(doc, read, data=data, progress=progress)
+    backend, visual = open_model(model, answer.visual, progress)
     max_new_tokens = prompts.max_new_tokens(template, answer.max_new_tokens)
     batch_size = pipeline.batch_size_for(backend, max_new_tokens, answer.batch_size)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False
     records = []
     try:
-        writer = get_writer(fmt, stream, csv_raw=out.csv_raw)
+        writer = get_writer(fmt, stream, csv_raw=out.csv_raw, csv_bom=out.bom)
         numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
+        progress.status(f"answering {len(numbered)} question{'s' if len(numbered) != 1 else ''}")
         for record in pipeline.answer_questions(pages, numbered, backend, keep=answer.keep, prompt=template,
                                                 max_new_tokens=max_new_tokens, doc=doc, visual=visual,
                                                 batch_size=batch_size):
             writer.write(record)
             records.append(record)
             failed = failed or record.error is not None
+            progress.status(f"answered {len(records)} of {len(numbered)}")
+        progress.done()
         writer.close()
     finally:
         if out.output:
