@@ -3,7 +3,7 @@
 PDF, PNG, JPEG and TIFF (each frame of a multi-frame TIFF is a page) all open through
 PyMuPDF. Boxes are in PDF points with the origin at the top left; for images one pixel is
 one point. Words come from the PDF text layer where a page has one, else from OCR
-(``ocr.py``), done once per page.
+(``ocr/``, one module per engine), done once per page.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 # Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
 DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 DEVICES = ("auto", "cuda", "cpu")  # plus cuda:N for the N-th GPU
-QUANTS = ("auto", "4bit", "8bit", "none")
+QUANTS = ("auto", "4bit", "int4", "8bit", "none")
+DTYPES = ("auto", "bfloat16", "float16", "float32")  # --dtype: auto picks per device (vlm.load.resolve_dtype)
 DECODES = ("auto", "plain", "static")
 
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
@@ -55,6 +56,7 @@ class ModelOptions:
     trust_remote_code: bool = False
     tie: str | None = None  # folder of TIE adapters from docq tune
     decode: str = "auto"
+    dtype: str = "auto"  # auto: bf16 where the GPU / CPU computes it natively, else fp16 / float32
 
 
 @dataclass(frozen=True)

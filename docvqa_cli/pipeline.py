@@ -14,7 +14,10 @@ several documents at once (batch mode): a ``Job`` carries its document's pages a
 by all the jobs of one document, its tiles (``document_tiles``) and overview cache. A
 record's ``seconds`` is its own scoring and grounding time plus an equal share of its
 batch's model time. If a batch fails as a whole, its questions are retried one at a time,
-so a failure stays with the question that caused it.
+so a failure stays with the question that caused it; a question that runs out of GPU
+memory alone is retried with fewer tiles (``OOM_RETRY_FACTORS`` of ``keep``). Every retry
+runs after the failed call's exception is gone (so its tensors are freed) and after
+``free_device_memory``.
 
 ``max_new_tokens=None`` takes the prompt's own ``# max_new_tokens:`` (``prompts.settings``),
 else ``prompts.DEFAULT_MAX_NEW_TOKENS``. ``batch_size=None`` is 1 here; the commands pass
@@ -36,6 +39,25 @@ from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
+OOM_RETRY_FACTORS = (0.5, 0.25)  # of keep: the tiles a question retries with after running out of memory
+
+
+def is_oom(error) -> bool:
+    """Whether an exception, or an error record's text, is running out of (GPU) memory."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return "OutOfMemoryError" in text or "out of memory" in text.lower()
+
+
+def free_device_memory() -> None:
+    """Collect garbage and give the CUDA allocator's cached blocks back (after a failed batch)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
 
 @dataclass
 class Job:
@@ -54,9 +76,10 @@ def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
     return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
 
 
-def open_backend(model: ModelOptions, visual: bool | None = None):
-    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop; return
-    (backend, visual scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
+def open_backend(model: ModelOptions, visual: bool | None = None, questions: int | None = None):
+    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop (for a
+    run of ``questions`` questions, if known: ``resolve_decode``); return (backend, visual
+    scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
     name = model.model
@@ -64,8 +87,9 @@ def open_backend(model: ModelOptions, visual: bool | None = None):
         from docvqa_cli.vlm import tie
 
         name = tie.read_config(model.tie).base_model
-    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
-    backend.decode = resolve_decode(model.decode, backend.device)
+    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code,
+                           dtype=model.dtype)
+    backend.decode = resolve_decode(model.decode, backend.device, questions)
     if model.tie:
         from docvqa_cli.vlm.tie import use_tie
 
@@ -83,6 +107,57 @@ def batch_size_for(backend, max_new_tokens: int, batch_size: int | None = None) 
     from docvqa_cli.vlm.load import default_batch_size
 
     return batch_size or default_batch_size(backend, max_new_tokens)
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """The answer step: a loaded model with everything a question needs besides its pages.
+
+    ``answer`` answers questions about one document; ``answer_many`` answers the questions of
+    several documents, ``batch_size`` to a forward across them (batch mode). ``build`` turns
+    the options as given (a prompt template or None, ``--max-new-tokens`` or None,
+    ``--batch-size`` or None) into the settled values; ``model_name`` is what records carry."""
+
+    backend: Backend
+    template: str  # a prompt template text (``prompts.load``)
+    max_new_tokens: int
+    batch_size: int = 1
+    visual: object = None  # the backend's visual relevance scorer, or None
+
+    @classmethod
+    def build(cls, backend: Backend, prompt: str | None = None, max_new_tokens: int | None = None,
+              visual=None, batch_size: int | None = None) -> "Answerer":
+        from docvqa_cli import prompts
+
+        template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
+        tokens = prompts.max_new_tokens(template, max_new_tokens)
+        return cls(backend, template, tokens, batch_size_for(backend, tokens, batch_size), visual)
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.name
+
+    def answer(self, pages: list[Page], questions: Iterable[tuple[str, str]], keep: float = DEFAULT_KEEP,
+               doc: str | None = None) -> Iterator[Answer]:
+        """One record per (question_id, question) about one document, in order."""
+        return answer_questions(pages, questions, self.backend, keep=keep, prompt=self.template,
+                                max_new_tokens=self.max_new_tokens, doc=doc, visual=self.visual,
+                                batch_size=self.batch_size)
+
+    def answer_many(self, items: list[tuple[str, list[Page], list[tuple[str, str]]]],
+                    keep: float = DEFAULT_KEEP) -> list[list[Answer]]:
+        """[(doc, pages, questions)] of several documents, answered ``batch_size`` questions
+        to a forward across documents: a list of records per document, in order."""
+        jobs = []
+        for doc, pages, questions in items:
+            tiles_, overviews = document_tiles(pages, self.backend), {}
+            jobs += [Job(doc, pages, str(qid), q, tiles_, overviews) for qid, q in questions]
+        out: dict[int, list[Answer]] = {id(pages): [] for _, pages, _ in items}
+        for job, record in zip(jobs, answer_pairs(jobs, self.backend, keep=keep, prompt=self.template,
+                                                  max_new_tokens=self.max_new_tokens, visual=self.visual,
+                                                  batch_size=self.batch_size)):
+            out[id(job.pages)].append(record)
+        return [out[id(pages)] for _, pages, _ in items]
 
 
 def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object], overview_px: int) -> list[PageView]:
@@ -169,43 +244,75 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
     return record
 
 
-def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int) -> list[Answer]:
+def _attempt(call):
+    """(result, None) or (None, (one-line error, whether out of memory)). The exception is
+    dropped before this returns, and with it the failed call's frames and tensors."""
+    try:
+        return call(), None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return None, (one_line(exc), is_oom(exc))
+
+
+def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual):
+    """One question on its own: (generation or None, error or None, the prep used); out of
+    memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles)."""
+    gen, failure = _attempt(lambda: backend.answer(prep.job.question, prep.views, template, max_new_tokens))
+    for factor in OOM_RETRY_FACTORS:
+        if failure is None or not failure[1]:
+            break
+        free_device_memory()
+        smaller = _prepare(prep.job, backend, keep * factor, visual)
+        if smaller.record.error is not None:
+            break
+        smaller.start = prep.start
+        smaller.own += prep.own
+        gen, again = _attempt(lambda: backend.answer(smaller.job.question, smaller.views, template, max_new_tokens))
+        if again is None:
+            return gen, None, smaller
+        failure = again
+    if failure is None:
+        return gen, None, prep
+    message, oom = failure
+    if oom:
+        free_device_memory()
+        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+    return None, message, prep
+
+
+def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int,
+                  keep: float = DEFAULT_KEEP, visual=None) -> list[Answer]:
     """Answer the prepared questions of one batch; records in order."""
     ready = [p for p in group if p.record.error is None]
-    generations: dict[int, object] = {}
-    errors: dict[int, str] = {}
-    seconds: dict[int, float] = {}
+    results: dict[int, tuple] = {}  # id(prep) -> (generation or None, error or None, prep used, seconds)
     if ready:
         t0 = time.perf_counter()
-        try:
-            gens = backend.answer_batch([(p.job.question, p.views) for p in ready], template, max_new_tokens)
+        if len(ready) == 1:
+            failure = (None, False)  # straight to the one-question path (with its retries)
+        else:
+            gens, failure = _attempt(lambda: backend.answer_batch([(p.job.question, p.views) for p in ready],
+                                                                  template, max_new_tokens))
+        if failure is None:
             share = (time.perf_counter() - t0) / len(ready)
             for p, g in zip(ready, gens):
-                generations[id(p)], seconds[id(p)] = g, share
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            if len(ready) == 1:
-                errors[id(ready[0])] = one_line(exc)
-                seconds[id(ready[0])] = time.perf_counter() - t0
-            else:  # one at a time, so the failure stays with its question
-                for p in ready:
-                    t1 = time.perf_counter()
-                    try:
-                        generations[id(p)] = backend.answer(p.job.question, p.views, template, max_new_tokens)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc1:
-                        errors[id(p)] = one_line(exc1)
-                    seconds[id(p)] = time.perf_counter() - t1
+                results[id(p)] = (g, None, p, share)
+        else:  # one at a time, so the failure stays with its question
+            if failure[1]:
+                free_device_memory()
+            for p in ready:
+                t1 = time.perf_counter()
+                gen, error, used = _answer_alone(p, backend, template, max_new_tokens, keep, visual)
+                results[id(p)] = (gen, error, used, time.perf_counter() - t1)
     out = []
     for p in group:
-        if id(p) in generations:
-            out.append(_finish(p, generations[id(p)], seconds[id(p)]))
+        gen, error, used, seconds = results.get(id(p), (None, None, p, 0.0))
+        if gen is not None:
+            out.append(_finish(used, gen, seconds))
             continue
-        if id(p) in errors:
-            p.record.error = errors[id(p)]
-        p.record.seconds = round(p.own + seconds.get(id(p), 0.0), 3)
+        if error is not None:
+            p.record.error = error
+        p.record.seconds = round(p.own + seconds, 3)
         out.append(p.record)
     return out
 
@@ -232,7 +339,7 @@ def answer_pairs(
     for job in jobs:
         group.append(_prepare(job, backend, keep, visual))
         if len(group) >= size:
-            yield from _answer_group(group, backend, template, max_new_tokens)
+            yield from _answer_group(group, backend, template, max_new_tokens, keep, visual)
             group = []
     if group:
-        yield from _answer_group(group, backend, template, max_new_tokens)
+        yield from _answer_group(group, backend, template, max_new_tokens, keep, visual)

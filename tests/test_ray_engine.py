@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOICE_LINES, write_invoice_pdf
-from docvqa_cli import batch, documents, pipeline, ray_engine
+from docvqa_cli import batch, documents, pipeline
+from docvqa_cli.batch import ray as ray_engine
 from docvqa_cli.options import ModelOptions
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
@@ -128,16 +129,18 @@ def answerer_dying_once(model, marker):
     make = answerer_for(model)
 
     def dying_make():
-        answer = make()
+        step = make()
 
-        def dying(pages, questions, keep):
-            if pages[0].doc.endswith("inv1.pdf") and not os.path.exists(marker):
-                Path(marker).write_text("died")
-                os._exit(1)
-            return answer(pages, questions, keep)
+        class Dying:  # the real answer step, except that it kills its worker once
+            batch_size, model_name, answer_many = step.batch_size, step.model_name, step.answer_many
 
-        dying.model_name = answer.model_name
-        return dying
+            def answer(self, pages, questions, keep):
+                if pages[0].doc.endswith("inv1.pdf") and not os.path.exists(marker):
+                    Path(marker).write_text("died")
+                    os._exit(1)
+                return step.answer(pages, questions, keep)
+
+        return Dying()
 
     return dying_make
 

@@ -68,7 +68,7 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
                                         answer.prompt, answer.max_new_tokens, answer.batch_size)
     runner = None
     if engine == "ray":
-        from docvqa_cli import ray_engine
+        from docvqa_cli.batch import ray as ray_engine
 
         runner = ray_engine.RayEngine(load, answerer, address=address, device=model.device, model_name=model.model,
                                       say=None if quiet else lambda msg: click.echo(f"docq: {msg}", err=True))

@@ -129,7 +129,8 @@ _MODEL = {
     "device": (("--device",), dict(type=Device(), default=opt.ModelOptions.device, show_default=True,
                                    help="Where the model runs; cuda:N picks the N-th GPU.")),
     "quant": (("--quant",), dict(type=click.Choice(opt.QUANTS), default=opt.ModelOptions.quant, show_default=True,
-                                 help="auto: 4bit NF4 on CUDA, none on the CPU.")),
+                                 help="auto: 4bit NF4 (bitsandbytes) on CUDA, none on the CPU. int4: torchao int4 "
+                                      "weight-only, whose decode can be compiled (pip install torchao).")),
     "trust_remote_code": (("--trust-remote-code",), dict(is_flag=True, default=opt.ModelOptions.trust_remote_code,
                           help="Allow the model's own code from the hub to run (off: documents and models are "
                                "untrusted).")),
@@ -137,7 +138,12 @@ _MODEL = {
                              help="A folder of trained TIE adapters (docq tune) to condition the vision encoder.")),
     "decode": (("--decode",), dict(type=click.Choice(opt.DECODES), default=opt.ModelOptions.decode, show_default=True,
                                    help="static: transformers' static KV cache, compiled on CUDA; plain: the dynamic "
-                                        "cache. auto: static on CUDA, plain on the CPU.")),
+                                        "cache. auto: static on CUDA (plain for an ask of a few questions), plain on "
+                                        "the CPU.")),
+    "dtype": (("--dtype",), dict(type=click.Choice(opt.DTYPES), default=opt.ModelOptions.dtype, show_default=True,
+                                 help="The model's float type. auto: bfloat16 on a GPU that has it, else float16; "
+                                      "on the CPU bfloat16 where the processor computes it natively (AMX, "
+                                      "AVX512-BF16), else float32.")),
 }
 
 _ANSWER = {
@@ -153,7 +159,7 @@ _ANSWER = {
                help="Add the model's visual relevance score to tile selection (default: on with --tie, off "
                     "otherwise).")),
     "batch_size": (("--batch-size",), dict(type=click.IntRange(1, 256), default=opt.AnswerOptions.batch_size,
-                   help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 16; "
+                   help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 64; "
                         "4 on the CPU).")),
 }
 
@@ -280,15 +286,15 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     return pages
 
 
-def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress):
-    """``pipeline.open_backend`` with a line on ``progress`` while the model loads."""
+def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress, **options):
+    """``pipeline.open_backend`` (``options`` are its own) with lines on ``progress`` around the load."""
     import time
 
     from docvqa_cli import pipeline
 
     started = time.perf_counter()
     progress.done(f"loading the model{f' {model.model}' if model.model else ''} (the first load takes longest)")
-    backend, scorer = pipeline.open_backend(model, visual)
+    backend, scorer = pipeline.open_backend(model, visual, **options)
     progress.done(f"loaded {backend.name} on {backend.device} in {time.perf_counter() - started:.1f} s")
     return backend, scorer
 

@@ -9,7 +9,7 @@ Ray, as a Dataset of one row per document, ``{doc, questions}``:
                    │               the pages travel pickled (text-layer pages carry the
                    │               document's bytes and render on first need)
                    ▼
-               map(_Answerer)      actors, one model load each (``answerer()``), num_gpus=1
+               map(_AnswerActor)   actors, one model load each (``answerer()``), num_gpus=1
                    │               on a cluster with GPUs (one actor per GPU), else one CPU
                    │               actor: select tiles and answer (``batch.answer_document``)
                    ▼
@@ -42,7 +42,11 @@ import sys
 import warnings
 from typing import Callable, Iterator, Sequence
 
-from docvqa_cli import batch, records
+from docvqa_cli import records
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, failed_record
+from docvqa_cli.batch.local import answer_document
+from docvqa_cli.batch.prefetch import LoadFn, _load_one
+from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import DocqError, EnvironmentProblem, UsageError, one_line
 
 LOAD_RETRIES = 3  # a load task whose worker died is run again this many times
@@ -63,7 +67,8 @@ def require_ray():
 
 def runtime_env() -> dict:
     """Ship this docq package with the job, so every worker runs the driver's code."""
-    return {"py_modules": [os.path.dirname(os.path.abspath(__file__))]}
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # docvqa_cli/
+    return {"py_modules": [package]}
 
 
 def connect(address: str | None) -> bool:
@@ -82,19 +87,19 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({one_line(exc, batch.ERROR_LIMIT)})") from None
+        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({one_line(exc, ERROR_LIMIT)})") from None
     return True
 
 
 # --- the Ray stages (they run in Ray workers) ------------------------------------------------
 
-def _load_row(row: dict, load: batch.LoadFn) -> dict:
+def _load_row(row: dict, load: LoadFn) -> dict:
     """CPU task: one document's pages, pickled; or its one-line error. Never raises.
 
     The file is opened by its absolute path (from the driver: a worker's working folder
     is not the user's); the error names it as the user gave it, as in local mode."""
     doc, path = row["doc"], row["path"]
-    pages, error = batch._load_one(load, path)
+    pages, error = _load_one(load, path)
     if error is not None and error.startswith(path) and path != doc:
         error = doc + error[len(path):]
     return {
@@ -105,7 +110,7 @@ def _load_row(row: dict, load: batch.LoadFn) -> dict:
     }
 
 
-class _Answerer:
+class _AnswerActor:
     """Actor: loads the model once, then answers one document per call.
 
     A model that cannot load for a reason docq explains (EnvironmentProblem, UsageError:
@@ -113,10 +118,10 @@ class _Answerer:
     restart the actor in vain and hide the message in a traceback: each row then carries
     it as ``fatal`` and the driver raises it, with docq's own message and exit code."""
 
-    def __init__(self, answerer: Callable[[], batch.AnswerFn], keep: float, model_name: str | None):
+    def __init__(self, answerer: Callable[[], AnswerStep], keep: float, model_name: str | None):
         self.fatal = ""
         try:
-            self.answer = answerer()
+            self.step = answerer()
         except (EnvironmentProblem, UsageError) as exc:
             self.fatal = json.dumps([type(exc).__name__, str(exc)])
         self.keep = keep
@@ -126,10 +131,10 @@ class _Answerer:
         doc = row["doc"]
         if self.fatal:
             return {"doc": doc, "records": "[]", "fatal": self.fatal}
-        questions = [batch.Question(qid, text) for qid, text in json.loads(row["questions"])]
+        questions = [Question(qid, text) for qid, text in json.loads(row["questions"])]
         error = row["error"] or None
         pages = pickle.loads(row["pages"]) if error is None else None
-        answers = batch.answer_document(doc, pages, error, questions, self.answer, self.keep, self.model_name)
+        answers = answer_document(doc, pages, error, questions, self.step, self.keep, self.model_name)
         return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False), "fatal": ""}
 
 
@@ -145,9 +150,9 @@ def plan_actors(cluster_gpus: float, device: str | None, actors: int | None) -> 
 
 
 class RayEngine:
-    """A ``batch.Engine`` that runs the pending work on Ray Data (see the module docstring)."""
+    """A ``batch.engine.Engine`` that runs the pending work on Ray Data (see the module docstring)."""
 
-    def __init__(self, load: batch.LoadFn, answerer: Callable[[], batch.AnswerFn], *,
+    def __init__(self, load: LoadFn, answerer: Callable[[], AnswerStep], *,
                  address: str | None = None, device: str | None = None, actors: int | None = None,
                  model_name: str | None = None, say: Callable[[str], None] | None = None):
         require_ray()
@@ -159,7 +164,7 @@ class RayEngine:
         self.model_name = model_name
         self.say = say or (lambda msg: None)
 
-    def __call__(self, todo: Sequence[tuple[str, list[batch.Question]]], keep: float,
+    def __call__(self, todo: Sequence[tuple[str, list[Question]]], keep: float,
                  stop) -> Iterator[tuple[str, list[records.Answer]]]:
         import ray
 
@@ -193,7 +198,7 @@ class RayEngine:
                 # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
                 ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
-                ds = ds.map(_Answerer, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
+                ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
                                                               "model_name": self.model_name},
                             concurrency=n_actors, num_gpus=gpus_each, num_cpus=1,
                             max_restarts=-1, max_task_retries=ANSWER_RETRIES)
@@ -212,12 +217,12 @@ class RayEngine:
             questions = dict(todo)
             for doc in (d for d, _ in todo if d not in seen):
                 message = f"{doc}: the Ray workers died on it at every try (see Ray's logs)"
-                yield doc, [batch.failed_record(doc, q, message, self.model_name) for q in questions[doc]]
+                yield doc, [failed_record(doc, q, message, self.model_name) for q in questions[doc]]
         except Exception as exc:
             cause = _docq_cause(exc)
             if cause is not None:
                 raise cause from None
-            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({one_line(exc, batch.ERROR_LIMIT)})") from exc
+            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({one_line(exc, ERROR_LIMIT)})") from exc
         finally:
             context.enable_progress_bars, context.print_on_execution_start, context.max_errored_blocks = saved
             try:
