@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +109,24 @@ def resolve_name(model: ModelOptions) -> str:
         from docvqa_cli.vlm import tie
 
         return tie.read_config(model.tie).base_model
+    return default_model(_device(model.device))
+
+
+def _device(device: str) -> str:
+    """``vlm.load.resolve_device``, without importing torch (seconds) where the answer is
+    plain: an explicit cpu, or auto on a machine with no NVIDIA device node (Linux
+    /dev/nvidia*, WSL /dev/dxg), where torch cannot see a GPU either."""
+    if device == "cpu" or (device == "auto" and not _gpu_nodes()):
+        return "cpu"
     from docvqa_cli.vlm.load import resolve_device
 
-    return default_model(resolve_device(model.device))
+    return resolve_device(device)
+
+
+def _gpu_nodes() -> bool:
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")) or sys.platform not in ("linux", "darwin")
 
 
 def require(model: ModelOptions) -> str:

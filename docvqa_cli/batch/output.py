@@ -102,6 +102,7 @@ def scan_csv(data: bytes) -> tuple[int, list[dict], int]:
     header_raw, header = spans[0]
     if header_raw.count('"') % 2:
         return 0, [], 0
+    header = [header[0].removeprefix("\ufeff"), *header[1:]]  # a file written with --bom
     keep = [spans[0]]
     for raw, row in spans[1:]:
         keep.append((raw, row))
@@ -259,7 +260,7 @@ class Serialiser:
         text = buf.getvalue()
         if self.fmt == "csv":
             first, sep, rest = text.partition("\n")
-            cells = first.rstrip("\r").split(",")
+            cells = first.removeprefix("\ufeff").rstrip("\r").split(",")
             if sep and cells[:2] == ["doc", "question_id"]:
                 self.header = first + sep
                 text = rest

@@ -25,7 +25,7 @@ from docvqa_cli.errors import ExitCode
 @handle_errors
 def ask(doc, questions, model, answer, out, annotate_out, read, show):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
-    from docvqa_cli import models, pipeline, prompts
+    from docvqa_cli import models, prompts
     from docvqa_cli.errors import UsageError
     from docvqa_cli.records import check_output, format_for, get_writer
 
@@ -41,6 +41,8 @@ def ask(doc, questions, model, answer, out, annotate_out, read, show):
         raise UsageError(f"--bom is for CSV (the format here is {fmt}); add --format csv or an -o FILE.csv")
     template = prompts.load(answer.prompt)
     models.require(model)  # before any document work: fail fast when the model cannot be had
+    from docvqa_cli import pipeline
+
     data = sys.stdin.buffer.read() if doc == "-" else None
     progress = Progress(show)
     pages = load_pages(doc, read, data=data, progress=progress)

@@ -15,7 +15,7 @@ from docvqa_cli.errors import ExitCode
 @click.command()
 @click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
 @click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
-@output_options("output", "format", "csv_raw",
+@output_options("output", "format", "csv_raw", "bom",
                 output={"help": "Append records to this file and resume from it: pairs already in it are skipped."},
                 format={"type": click.Choice(["jsonl", "csv"])})
 @click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
@@ -63,6 +63,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     if output:
         check_output(output, "-o", inputs=[questions_file, *paths])
     fmt = format_for(output, out.format)
+    if out.bom and fmt != "csv":
+        raise UsageError(f"--bom is for CSV (the format here is {fmt}); add --format csv or an -o FILE.csv")
     load = functools.partial(documents.load, **document_keywords(read))
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
                                         answer.prompt, answer.max_new_tokens, answer.batch_size)
@@ -83,7 +85,7 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
             raise
     try:
         summary = batch_mod.run(
-            questions, paths, load=load, output=sink, serialiser=batch_mod.Serialiser(fmt, csv_raw=out.csv_raw),
+            questions, paths, load=load, output=sink, serialiser=batch_mod.Serialiser(fmt, csv_raw=out.csv_raw, csv_bom=out.bom),
             keep=answer.keep, jobs=jobs, annotate_dir=annotate_dir, password=read.password, answerer=answerer,
             engine=runner, model_name=model.model, progress=not quiet and (show.progress or sys.stderr.isatty()),
         )
