@@ -79,6 +79,13 @@ def check_pymupdf() -> Check:
     return Check("pymupdf", True, getattr(pymupdf, "VersionBind", v))
 
 
+def check_stemmer() -> Check:
+    v = _version("Stemmer", "PyStemmer")
+    if v is None:
+        return Check("stemmer (tile selection)", False, "PyStemmer not installed", "pip install PyStemmer")
+    return Check("stemmer (tile selection)", True, f"PyStemmer {v} (Snowball English)")
+
+
 def check_rapidocr() -> Check:
     v = _version("rapidocr")
     if v is None:
@@ -164,7 +171,7 @@ def check_default_model() -> Check:
 
 def run_checks(tie_dir: str | None = None) -> list[Check]:
     checks = check_torch()
-    checks += [check_transformers(), check_bitsandbytes(), check_pymupdf(), check_rapidocr(),
+    checks += [check_transformers(), check_bitsandbytes(), check_pymupdf(), check_stemmer(), check_rapidocr(),
                check_tesseract(), check_semantic(), check_cache(), check_default_model()]
     if tie_dir:
         checks.append(check_tie(tie_dir))

@@ -31,8 +31,7 @@ DECODES = ("auto", "plain", "static")
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
 
-# --- output -----------------------------------------------------------------------------------
-RECORD_FORMATS = ("jsonl", "csv", "table")
+# --- output: the formats and their names are docvqa_cli.formats' -----------------------------
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,30 @@ def test_outputs_are_checked_before_any_work_and_never_overwrite_the_input(tiny_
         assert doc.read_bytes() == before
 
 
+def test_an_existing_output_is_kept_unless_overwrite_is_given(tiny_model, invoice_pdf, tmp_path, monkeypatch):
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"doc": "earlier.pdf", "question_id": "q1"}\n')
+    before = out.read_bytes()
+    # Refused before any work (a model that does not exist is never reached), file untouched.
+    code, stdout, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tmp_path / "nothing",
+                                        "--device", "cpu", "-o", out)
+    assert code == ExitCode.usage and stdout == b""
+    assert "already exists" in err.decode() and "--overwrite" in err.decode() and err.decode().count("\n") == 1
+    assert out.read_bytes() == before
+    code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "--overwrite", "Total?", "--model", tiny_model,
+                                   "--device", "cpu", "--max-new-tokens", "2")
+    assert code == ExitCode.usage and "--overwrite needs -o" in err.decode()
+    # An empty file (or /dev/null) is written to; --overwrite replaces one that holds records.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    for path, extra in ((empty, []), (out, ["--overwrite"])):
+        code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tiny_model,
+                                       "--device", "cpu", "--max-new-tokens", "2", "-o", path, *extra)
+        assert code == ExitCode.ok, err.decode()
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [(r["doc"], r["question"]) for r in rows] == [(str(invoice_pdf), "Total?")]
+
+
 def test_csv_chosen_by_the_output_name_and_empty_question_refused(tiny_model, invoice_pdf, tmp_path, monkeypatch):
     out = tmp_path / "answers.csv"
     code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tiny_model,

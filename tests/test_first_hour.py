@@ -14,7 +14,7 @@ import sys
 import pytest
 from _fake_hub import cache_entry
 
-from docvqa_cli import records
+from docvqa_cli import formats, records
 from docvqa_cli.errors import ExitCode
 from docvqa_cli.options import DEFAULT_CPU_MODEL
 
@@ -83,7 +83,7 @@ def test_the_bom_is_written_once_before_the_header():
                          page=1, boxes=[], tiles_kept=1, tiles_total=2, model="m", seconds=0.1, error=None)
     for bom in (True, False):
         buf = io.StringIO()
-        writer = records.get_writer("csv", buf, csv_bom=bom)
+        writer = formats.get("csv", csv_bom=bom).writer(buf)
         writer.write(rec)
         writer.write(rec)
         writer.close()
@@ -91,9 +91,7 @@ def test_the_bom_is_written_once_before_the_header():
         assert text.count("\ufeff") == (1 if bom else 0) and text.startswith("\ufeff" if bom else "doc,")
         rows = list(csv.DictReader(io.StringIO(text.encode("utf-8").decode("utf-8-sig"))))
         assert [r["answer"] for r in rows] == ["Café Müller", "Café Müller"]
-    appended = io.StringIO()  # appending to a CSV that has its header (and its mark): no second mark
-    records.get_writer("csv", appended, csv_bom=True, csv_header=False).write(rec)
-    assert "\ufeff" not in appended.getvalue()
+    assert "\ufeff" not in formats.get("csv", csv_bom=True).record(rec)  # what batch appends to a file
 
 
 def test_bom_is_for_csv_only(invoice_pdf, docq_env):
@@ -150,15 +148,13 @@ def test_doctor_prints_fixes_with_brackets_as_they_are(docq_env, tmp_path, missi
 
 def test_a_batch_csv_with_a_bom_resumes():
     """batch --bom: the mark goes before the header once; resuming reads the file back."""
-    from docvqa_cli import batch
-
     rec = records.Answer(doc="a.pdf", question_id="q1", question="Who?", answer="Café Müller", confidence=None,
                          page=1, boxes=[], tiles_kept=1, tiles_total=2, model="m", seconds=0.1, error=None)
-    ser = batch.Serialiser("csv", csv_bom=True)
-    body = ser.record(rec)
-    assert ser.header.startswith("\ufeffdoc,question_id,") and "\ufeff" not in body
-    data = (ser.header + body + ser.record(rec)).encode("utf-8")
-    valid, rows, bad = batch.scan_csv(data + b'"torn')
+    fmt = formats.get("csv", csv_bom=True)
+    body = fmt.record(rec)
+    assert fmt.header().startswith("\ufeffdoc,question_id,") and "\ufeff" not in body
+    data = (fmt.header() + body + fmt.record(rec)).encode("utf-8")
+    valid, rows, bad = fmt.scan(data + b'"torn')
     assert valid == len(data) and bad == 0
     assert [(r["doc"], r["question_id"], r["answer"]) for r in rows] == [("a.pdf", "q1", "Café Müller")] * 2
 

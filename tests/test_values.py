@@ -135,8 +135,11 @@ def test_any_text_is_safe(text):
 
 def test_vocabulary_covers_fields_json():
     raw = values.fields_json()
-    assert all(values.month_number(m) for m in raw["months"])
-    assert all(c.lower().rstrip(".") in values.CURRENCIES for c in raw["currencies"])
+    assert "months" not in raw and "currencies" not in raw  # one vocabulary: the values module's
+    for m in ("jan", "january", "märz", "mac", "ogos", "okt", "dez", "gennaio", "mei"):  # relevance's old list
+        assert values.month_number(m), m
+    for c in ("$", "€", "₹", "rm", "rs", "inr", "usd", "kes", "ksh", "euro"):
+        assert c in values.CURRENCIES, c
     assert "amount due" in values.field_labels()["total"]
     assert values.month_number("setting") is None and values.month_number("Sept.") == 9
 

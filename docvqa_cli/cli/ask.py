@@ -18,16 +18,17 @@ from docvqa_cli.errors import ExitCode
 @model_options()
 @answer_options()
 @output_options("format", "output", "csv_raw", "bom")
+@click.option("--overwrite", is_flag=True, help="Replace -o if it already holds something (without it, docq refuses).")
 @click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
 @read_options()
 @show_options()
 @handle_errors
-def ask(doc, questions, model, answer, out, annotate_out, read, show):
+def ask(doc, questions, model, answer, out, overwrite, annotate_out, read, show):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
-    from docvqa_cli import models, prompts
+    from docvqa_cli import formats, models, prompts
     from docvqa_cli.errors import UsageError
-    from docvqa_cli.records import check_output, format_for, get_writer
+    from docvqa_cli.records import check_output
 
     if any(not q.strip() for q in questions):
         raise UsageError("QUESTION: an empty question; write the question, e.g. \"What is the total amount?\"")
@@ -36,9 +37,14 @@ def ask(doc, questions, model, answer, out, annotate_out, read, show):
             check_output(path, flag, inputs=[doc])
     if out.output and annotate_out and os.path.realpath(out.output) == os.path.realpath(annotate_out):
         raise UsageError(f"-o and --annotate are the same file ({out.output})")
-    fmt = format_for(out.output, out.format)
-    if out.bom and fmt != "csv":
-        raise UsageError(f"--bom is for CSV (the format here is {fmt}); add --format csv or an -o FILE.csv")
+    if overwrite and not out.output:
+        raise UsageError("--overwrite needs -o FILE")
+    if out.output and not overwrite and _holds_something(out.output):
+        raise UsageError(f"-o {out.output}: already exists; add --overwrite to replace it, or give another -o "
+                         "(docq batch appends to its -o and resumes)")
+    fmt = formats.get(formats.for_output(out.output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
+    if out.bom and fmt.name != "csv":
+        raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
     template = prompts.load(answer.prompt)
     models.require(model)  # before any document work: fail fast when the model cannot be had
     from docvqa_cli import pipeline
@@ -52,7 +58,7 @@ def ask(doc, questions, model, answer, out, annotate_out, read, show):
     failed = False
     records = []
     try:
-        writer = get_writer(fmt, stream, csv_raw=out.csv_raw, csv_bom=out.bom)
+        writer = fmt.writer(stream)
         numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
         progress.status(f"answering {len(numbered)} question{'s' if len(numbered) != 1 else ''}")
         for record in answerer.answer(pages, numbered, answer.keep, doc=doc):
@@ -70,3 +76,15 @@ def ask(doc, questions, model, answer, out, annotate_out, read, show):
 
         annotate.write(doc, records, annotate_out, password=read.password, data=data)
     return ExitCode.partial if failed else ExitCode.ok
+
+
+def _holds_something(path: str) -> bool:
+    """A regular file with content: what ``ask -o`` never replaces without ``--overwrite``
+    (an empty file, or a device such as /dev/null, is written to)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -19,6 +19,7 @@ import sys
 import traceback
 import click
 
+from docvqa_cli import formats
 from docvqa_cli import options as opt
 from docvqa_cli.errors import DocqError, ExitCode
 
@@ -164,7 +165,7 @@ _ANSWER = {
 }
 
 _OUTPUT = {
-    "format": (("--format",), dict(type=click.Choice(opt.RECORD_FORMATS), default=opt.OutputOptions.format,
+    "format": (("--format",), dict(type=click.Choice(formats.names()), default=opt.OutputOptions.format,
                                    help="Record format (default: csv for an -o ending in .csv, else jsonl).")),
     "output": (("-o", "--output"), dict(type=click.Path(dir_okay=False), default=opt.OutputOptions.output,
                                         help="Write records here, not stdout.")),

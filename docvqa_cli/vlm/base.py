@@ -91,6 +91,27 @@ def split_box_lines(text: str, page: int, width: float, height: float) -> tuple[
             boxes.append(ModelBox(page, x0 * width, y0 * height, x1 * width, y1 * height))
     return " ".join(BOX_LINE.sub(" ", text).split()), boxes
 
+def processor_chat_template(source: str, local_files_only: bool = False, **_) -> str | None:
+    """The chat template of a checkpoint's processor (``chat_template.jinja`` or
+    ``chat_template.json``), None if it has none. It can differ from the tokenizer's: Qwen2.5-VL's
+    tokenizer carries the text model's template, which cannot render images."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        try:
+            path = cached_file(source, name, local_files_only=local_files_only,
+                               _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
+        except Exception:  # noqa: BLE001 - no such file where it looked
+            path = None
+        if path:
+            text = open(path, encoding="utf-8").read()
+            return text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+    return None
+
+
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
 MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
 
@@ -281,6 +302,7 @@ class Backend:
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
+            repetition_penalty=1.0,  # plain greedy: Qwen2.5-VL's generation config asks for 1.05
             output_logits=True,
             return_dict_in_generate=True,
             eos_token_id=list(eos_ids) or None,

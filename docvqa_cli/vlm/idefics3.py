@@ -32,7 +32,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
+from docvqa_cli.vlm.base import (Backend, Generation, PageView, left_pad, pixels_to, processor_chat_template,
+                                 split_box_lines)
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -106,15 +107,18 @@ class Idefics3Backend(Backend):
         return SimpleNamespace(
             image_processor=AutoImageProcessor.from_pretrained(name, **kwargs),
             tokenizer=AutoTokenizer.from_pretrained(name, **kwargs),
+            chat_template=processor_chat_template(name, **kwargs),
         )
 
     # --- the three steps --------------------------------------------------------------------
 
     def chat_text(self, block: str, text: str) -> str:
         """The user turn with the image block and the prompt, plus the assistant's cue."""
-        if getattr(self.tokenizer, "chat_template", None):
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if template:
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            rendered = self.tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                                          tokenize=False)
             if IMAGE in rendered:
                 return rendered.replace(IMAGE, block, 1)
         return f"<|im_start|>User:{block}{text}{END_OF_UTTERANCE}\nAssistant:"

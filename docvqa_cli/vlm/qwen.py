@@ -5,9 +5,12 @@ flattens them into patches; ``image_grid_thw`` holds one (t, h, w) row per image
 kept tile and then the page's overview go in as separate images (the order the prompts
 describe: parts of the page first, the whole page last), each after a short text that says
 where it sits on the page; unkept tiles never reach the encoder. The tile size is 16 x 16
-patch groups: 448 px for Qwen2/2.5-VL (patch 14), 512 px for Qwen3-VL (patch 16), so a
-tile is about 256 image tokens; each image has a pixel budget (tiles 1.5 x tile_px^2,
-overviews tile_px^2), capped by the image processor's own ``max_pixels``.
+patch groups: 448 px for Qwen2/2.5-VL (patch 14), 512 px for Qwen3-VL (patch 16); each
+image has a pixel budget (tiles 1.5 x tile_px^2, overviews tile_px^2), capped by the image
+processor's own ``max_pixels``. A tile's image tokens follow its shape: with the real
+processors an A4 invoice at 150 dpi has tiles of 210 tokens on Qwen3-VL and 272 to 306 on
+Qwen2.5-VL (README, "Families"); ``image_tokens_per_image`` (256) is only the batch-size
+estimate's round figure.
 
 transformers' Qwen processors carry a video processor that needs torchvision, so this
 backend uses the image processor and the tokenizer directly (``QwenParts``) and expands
@@ -42,7 +45,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad, pixels_to
+from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad, pixels_to, processor_chat_template
 from docvqa_cli.vlm.load import register
 
 IMAGE_PAD = "<|image_pad|>"
@@ -64,6 +67,7 @@ class QwenParts:
 
     image_processor: Any
     tokenizer: Any
+    chat_template: str | None = None  # the processor's (chat_template.json), else the tokenizer's is used
 
 
 @dataclass
@@ -88,7 +92,7 @@ def load_parts(source: str, **kwargs) -> QwenParts:
     except ImportError:
         image_processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    return QwenParts(image_processor, tokenizer)
+    return QwenParts(image_processor, tokenizer, processor_chat_template(source, **kwargs))
 
 
 def image_size(image_processor, max_pixels: int, factor: int) -> dict:
@@ -135,7 +139,8 @@ class QwenBackend(Backend):
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         super().__init__(model, processor, name, device)
         if not isinstance(processor, QwenParts):  # a full processor (torchvision present)
-            processor = QwenParts(processor.image_processor, processor.tokenizer)
+            processor = QwenParts(processor.image_processor, processor.tokenizer,
+                                  getattr(processor, "chat_template", None))
             self.processor = processor
         config = model.config
         self.model_type = config.model_type
@@ -188,11 +193,13 @@ class QwenBackend(Backend):
         Each image stands as one ``<|image_pad|>`` here; ``preprocess`` expands them.
         """
         tok = self.processor.tokenizer
-        if getattr(tok, "chat_template", None):
+        template = self.processor.chat_template or getattr(tok, "chat_template", None)
+        if template:
             content = [{"type": kind, "text": s} if kind == "text" else {"type": "image"} for kind, s in items]
             try:
                 rendered = tok.apply_chat_template(
-                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                    [{"role": "user", "content": content}], chat_template=template, add_generation_prompt=True,
+                    tokenize=False,
                 )
             except Exception:  # a template that does not take content lists
                 rendered = None
