@@ -95,6 +95,15 @@ def test_the_ocr_option_offers_every_registered_engine():
         assert [word for word in shown if word in ocr.ENGINES] == list(ocr.ENGINES), (command, shown)
 
 
+def test_an_unknown_ocr_engine_is_refused_naming_the_registered_ones():
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    result = CliRunner().invoke(main, ["ground", str(SAMPLES / "receipt.png"), "TOTAL", "--ocr", "abbyy"])
+    assert result.exit_code == 2 and ", ".join(ocr.ENGINES) in result.output
+
+
 def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="--ocr"):
         ocr.read_words(Image.new("RGB", (10, 10)), engine="abbyy")
