@@ -59,7 +59,8 @@ def _r(v: float) -> float:
 
 
 def to_json(ex: Explanation) -> dict:
-    """``{"doc", "question", "keep", "pages": [{"page", "width", "height", "tiles": [...]}]}``."""
+    """``{"doc", "question", "keep", "pages": [{"page", "width", "height", "tiles": [...]}]}``; each
+    tile carries the words that earned its score (``words``: text and box), as the table shows."""
     pages = []
     for page in ex.pages:
         tiles = []
@@ -70,6 +71,7 @@ def to_json(ex: Explanation) -> dict:
                 "score": round(s.score, 4),
                 "kept": s.kept,
                 "parts": {k: round(v, 4) for k, v in s.parts.items()},
+                "words": [{"text": w.text, "box": [_r(v) for v in w.box]} for w in s.matches],
             })
         pages.append({"page": page.number, "width": _r(page.width), "height": _r(page.height), "tiles": tiles})
     return {"doc": ex.doc, "question": ex.question, "keep": ex.keep, "pages": pages}

@@ -200,9 +200,9 @@ def test_ask_csv_to_file_with_an_annotated_copy(tiny_model, invoice_pdf, tmp_pat
     (lambda p: (p.write_bytes(b""), p)[1], "empty"),
     (lambda p: (p.write_text("just some text\n"), p)[1], "not a PDF"),
 ])
-def test_bad_document_is_one_line_naming_the_file_exit_1(tmp_path, monkeypatch, make, cause):
-    bad = make(tmp_path / "bad.pdf")
-    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu")
+def test_bad_document_is_one_line_naming_the_file_exit_1(tiny_model, tmp_path, monkeypatch, make, cause):
+    bad = make(tmp_path / "bad.pdf")  # the model is checked first (it is there), then the document fails
+    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu", "--model", tiny_model)
     assert code == ExitCode.partial
     assert out == b""
     lines = err.decode().strip().splitlines()

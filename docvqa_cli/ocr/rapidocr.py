@@ -11,8 +11,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from docvqa_cli.errors import EnvironmentProblem
+from docvqa_cli.errors import EnvironmentProblem, UsageError
 from docvqa_cli.ocr import Engine, Word, register
+from docvqa_cli.options import DEFAULT_OCR_LANG
 
 
 @lru_cache(maxsize=1)
@@ -80,4 +81,12 @@ def _split_line(text: str, quad, line_no: int) -> list[Word]:
     return words
 
 
-ENGINE = register(Engine("rapidocr", read))
+def check(lang: str) -> None:
+    """Only the default language: the wheel carries the English/Chinese models; others would be
+    downloaded from the internet, so docq refuses them and names the engine that has them."""
+    if lang != DEFAULT_OCR_LANG:
+        raise UsageError(f"--ocr-lang {lang}: RapidOCR reads only the languages of its bundled model (English and "
+                         f"Chinese, offline); for {lang} use --ocr tesseract --ocr-lang {lang}")
+
+
+ENGINE = register(Engine("rapidocr", read, check))

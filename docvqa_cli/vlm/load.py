@@ -238,11 +238,11 @@ def _load_config(name: str, trust_remote_code: bool, local_only: bool):
         if local_only:
             raise EnvironmentProblem(
                 f"--model {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it once "
-                f"with `hf download {name}` (or unset HF_HUB_OFFLINE)"
+                f"with `docq models pull {name}` (or unset HF_HUB_OFFLINE)"
             ) from None
         raise EnvironmentProblem(
             f"--model {name}: cannot fetch it from the hub ({_first_line(exc)}); on a machine without the "
-            f"network, download it elsewhere with `hf download {name}` and set HF_HUB_OFFLINE=1") from None
+            f"network, run `docq models pull {name}` elsewhere, copy the cache here and set HF_HUB_OFFLINE=1") from None
 
 
 def _first_line(exc: BaseException) -> str:
