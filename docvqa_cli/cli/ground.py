@@ -27,6 +27,9 @@ def ground(doc, text, read, limit, show):
 
     if not text.strip():
         raise click.BadParameter("TEXT is empty", param_hint="TEXT")
+    if len(text) > grounding.MAX_ANSWER:
+        raise click.BadParameter(f"TEXT is {len(text)} characters; docq grounds answers of up to "
+                                 f"{grounding.MAX_ANSWER}: give the part to find", param_hint="TEXT")
     pages = load_pages(doc, read, progress=Progress(show))
     matches = grounding.find_all(text, pages)[:limit]
     click.echo(json.dumps(grounding.ground_result(doc, text, matches), ensure_ascii=False))
