@@ -4,28 +4,14 @@ Ray engine. See ARCHITECTURE.md."""
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Iterator, Sequence
 
 from docvqa_cli import records
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, failed_record
 from docvqa_cli.batch.prefetch import LoadFn, Prefetcher
 from docvqa_cli.batch.questions import Question
-from docvqa_cli.errors import EnvironmentProblem, UsageError, one_line
-
-# On a CUDA out-of-memory, a question is tried again with these fractions of --keep.
-OOM_RETRY_FACTORS = (0.5, 0.25)
-
-
-def _oom_text(message: str) -> bool:
-    """Whether an error message is an out-of-memory (torch.cuda.OutOfMemoryError and kin)."""
-    return "OutOfMemoryError" in message or "out of memory" in message.lower()
-
-
-def _free_cuda() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+from docvqa_cli.errors import (OOM_GAVE_UP, OOM_RETRY_FACTORS, EnvironmentProblem, UsageError,
+                               free_device_memory, is_oom, one_line, oom_gave_up)
 
 
 def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], step: AnswerStep,
@@ -49,13 +35,14 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
         return
     stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
     while pending and not stopped():
+        failure = None
         try:
             for ans in step.answer(pages, [(q.id, q.text) for q in pending.values()], keep):
                 pending_q = pending.pop(ans.question_id, None)
                 if pending_q is None:
                     continue
                 ans.doc = doc
-                if ans.error and _oom_text(ans.error):  # the answer step recorded it
+                if ans.error and is_oom(ans.error):  # the answer step recorded it
                     ans = _retry(doc, pending_q, ans.error, pages, step, keep, failed)
                 yield ans
                 if stopped():
@@ -68,10 +55,13 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
         except (EnvironmentProblem, UsageError):
             raise
         except Exception as exc:
+            failure = one_line(exc, ERROR_LIMIT)
+        # Outside ``except``: the exception, and the failed forward's tensors with it, are gone.
+        if failure is not None:
             if not pending:
                 break
             q = pending.pop(next(iter(pending)))
-            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), pages, step, keep, failed)
+            yield _retry(doc, q, failure, pages, step, keep, failed)
 
 
 def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1, executor: str = "thread",
@@ -150,10 +140,10 @@ class _Replay:
 def _retry(doc, q, message: str, pages, step: AnswerStep, keep, failed) -> records.Answer:
     """After question ``q`` failed with ``message``: on out-of-memory, try it again with fewer
     tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too, record the error."""
-    if not _oom_text(message):
+    if not is_oom(message) or message.startswith(OOM_GAVE_UP):  # not memory, or retried already (pipeline)
         return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}")
     for factor in OOM_RETRY_FACTORS:
-        _free_cuda()
+        free_device_memory()
         try:
             ans = next(iter(step.answer(pages, [(q.id, q.text)], keep * factor)), None)
         except (EnvironmentProblem, UsageError):
@@ -168,9 +158,9 @@ def _retry(doc, q, message: str, pages, step: AnswerStep, keep, failed) -> recor
                 return ans
             else:
                 message = ans.error
-        if not _oom_text(message):
+        if not is_oom(message) or message.startswith(OOM_GAVE_UP):
             break
-    _free_cuda()
-    if _oom_text(message):
-        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+    free_device_memory()
+    if is_oom(message) and not message.startswith(OOM_GAVE_UP):
+        message = oom_gave_up(message, keep)
     return failed(doc, q, f"{doc}: {message}")
