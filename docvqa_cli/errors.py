@@ -6,7 +6,8 @@ Every exception says what went wrong and, where it can, what the user should do.
 
 from __future__ import annotations
 
-from enum import IntEnum
+import sys
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -51,6 +52,34 @@ class EnvironmentProblem(DocqError):
     """Something this machine lacks (a package, a GPU, a program); says how to fix it."""
 
     exit_code = ExitCode.environment
+
+
+class ErrorKind(Enum):
+    """What kind of failure an exception is, carried with it (and with the error record it
+    becomes, ``records.Answer.failure``) to where it is handled: batch retries
+    ``out_of_memory`` with fewer tiles, stops on ``environment`` and ``usage``, and records
+    the rest."""
+
+    out_of_memory = "out of memory"  # torch's OutOfMemoryError (CUDA), MemoryError
+    bad_document = "bad document"  # InputError: this document cannot be read
+    environment = "environment"  # EnvironmentProblem: this machine lacks something
+    usage = "usage"  # UsageError: an option or argument is wrong
+    other = "other"  # anything else: a record with the error, the job goes on
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The kind of ``exc``, by its type (never by its text)."""
+    if isinstance(exc, MemoryError):
+        return ErrorKind.out_of_memory
+    torch = sys.modules.get("torch")  # only loaded when a model is: then its OOM type exists
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return ErrorKind.out_of_memory
+    for kind, cls in ((ErrorKind.bad_document, InputError), (ErrorKind.environment, EnvironmentProblem),
+                      (ErrorKind.usage, UsageError)):
+        if isinstance(exc, cls):
+            return kind
+    return ErrorKind.other
 
 
 def one_line(exc: BaseException, limit: int | None = None) -> str:

@@ -33,19 +33,13 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles
 from docvqa_cli.documents import Page
-from docvqa_cli.errors import one_line
+from docvqa_cli.errors import ErrorKind, kind_of, one_line
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
 OOM_RETRY_FACTORS = (0.5, 0.25)  # of keep: the tiles a question retries with after running out of memory
-
-
-def is_oom(error) -> bool:
-    """Whether an exception, or an error record's text, is running out of (GPU) memory."""
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return "OutOfMemoryError" in text or "out of memory" in text.lower()
 
 
 def free_device_memory() -> None:
@@ -220,7 +214,7 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     prep.own = time.perf_counter() - start
     return prep
 
@@ -239,24 +233,25 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     record.seconds = round(prep.own + model_seconds + time.perf_counter() - start, 3)
     return record
 
 
 def _attempt(call):
-    """(result, None) or (None, (one-line error, whether out of memory)). The exception is
-    dropped before this returns, and with it the failed call's frames and tensors."""
+    """(result, None) or (None, (one-line error, whether out of memory, its ErrorKind)). The
+    exception is dropped before this returns, and with it the failed call's frames and tensors."""
     try:
         return call(), None
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return None, (one_line(exc), is_oom(exc))
+        kind = kind_of(exc)
+        return None, (one_line(exc), kind is ErrorKind.out_of_memory, kind)
 
 
 def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual):
-    """One question on its own: (generation or None, error or None, the prep used); out of
+    """One question on its own: (generation or None, (error, ErrorKind) or None, the prep used); out of
     memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles)."""
     gen, failure = _attempt(lambda: backend.answer(prep.job.question, prep.views, template, max_new_tokens))
     for factor in OOM_RETRY_FACTORS:
@@ -274,11 +269,11 @@ def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_toke
         failure = again
     if failure is None:
         return gen, None, prep
-    message, oom = failure
+    message, oom, kind = failure
     if oom:
         free_device_memory()
         message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
-    return None, message, prep
+    return None, (message, kind), prep
 
 
 def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int,
@@ -289,7 +284,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
     if ready:
         t0 = time.perf_counter()
         if len(ready) == 1:
-            failure = (None, False)  # straight to the one-question path (with its retries)
+            failure = (None, False, None)  # straight to the one-question path (with its retries)
         else:
             gens, failure = _attempt(lambda: backend.answer_batch([(p.job.question, p.views) for p in ready],
                                                                   template, max_new_tokens))
@@ -311,7 +306,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
             out.append(_finish(used, gen, seconds))
             continue
         if error is not None:
-            p.record.error = error
+            p.record.error, p.record.failure = error
         p.record.seconds = round(p.own + seconds, 3)
         out.append(p.record)
     return out
