@@ -87,3 +87,27 @@ def one_line(exc: BaseException, limit: int | None = None) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0][:limit] if lines else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- running out of (GPU) memory: one policy for ask, batch and the Ray engine ----------------
+
+OOM_RETRY_FACTORS = (0.5, 0.25)  # of --keep: the tiles a question retries with after running out of memory
+OOM_GAVE_UP = "out of memory, also with fewer tiles"  # starts the record of a question that still ran out
+
+
+def oom_gave_up(message: str, keep: float) -> str:
+    """The error of a question that ran out of memory with its fewest tiles too."""
+    return f"{OOM_GAVE_UP} (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+
+
+def free_device_memory() -> None:
+    """Collect garbage and hand the CUDA allocator's cached blocks back (after a failed batch;
+    call it where the failure's exception is gone, or its tensors stay alive). Imports
+    nothing: without torch loaded there is nothing to free."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

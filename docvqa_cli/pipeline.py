@@ -1,4 +1,4 @@
-"""The whole flow for one document and its questions (DESIGN.md, "Data flow").
+"""The whole flow for one document and its questions (ARCHITECTURE.md, "The data flow").
 
 Per document, once: the pages (already loaded by the caller), their tiles at the backend's
 tile size, and each page's overview (made the first time a question needs it). Per
@@ -33,24 +33,12 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles
 from docvqa_cli.documents import Page
-from docvqa_cli.errors import ErrorKind, kind_of, one_line
+from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
-OOM_RETRY_FACTORS = (0.5, 0.25)  # of keep: the tiles a question retries with after running out of memory
-
-
-def free_device_memory() -> None:
-    """Collect garbage and give the CUDA allocator's cached blocks back (after a failed batch)."""
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -239,8 +227,8 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
 
 
 def _attempt(call):
-    """(result, None) or (None, (one-line error, whether out of memory, its ErrorKind)). The
-    exception is dropped before this returns, and with it the failed call's frames and tensors."""
+    """(result, None) or (None, (one-line error, whether out of memory)). The exception is
+    dropped before this returns, and with it the failed call's frames and tensors."""
     try:
         return call(), None
     except KeyboardInterrupt:
@@ -250,10 +238,14 @@ def _attempt(call):
         return None, (one_line(exc), kind is ErrorKind.out_of_memory, kind)
 
 
-def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual):
+def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual,
+                  failure=None):
     """One question on its own: (generation or None, (error, ErrorKind) or None, the prep used); out of
-    memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles)."""
-    gen, failure = _attempt(lambda: backend.answer(prep.job.question, prep.views, template, max_new_tokens))
+    memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles).
+    ``failure``: how its own first attempt failed already, if it did (then not run again)."""
+    gen = None
+    if failure is None:
+        gen, failure = _attempt(lambda: backend.answer(prep.job.question, prep.views, template, max_new_tokens))
     for factor in OOM_RETRY_FACTORS:
         if failure is None or not failure[1]:
             break
@@ -272,7 +264,7 @@ def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_toke
     message, oom, kind = failure
     if oom:
         free_device_memory()
-        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+        message = oom_gave_up(message, keep)
     return None, (message, kind), prep
 
 
@@ -283,15 +275,15 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
     results: dict[int, tuple] = {}  # id(prep) -> (generation or None, error or None, prep used, seconds)
     if ready:
         t0 = time.perf_counter()
-        if len(ready) == 1:
-            failure = (None, False, None)  # straight to the one-question path (with its retries)
-        else:
-            gens, failure = _attempt(lambda: backend.answer_batch([(p.job.question, p.views) for p in ready],
-                                                                  template, max_new_tokens))
+        gens, failure = _attempt(lambda: backend.answer_batch([(p.job.question, p.views) for p in ready],
+                                                              template, max_new_tokens))
         if failure is None:
             share = (time.perf_counter() - t0) / len(ready)
             for p, g in zip(ready, gens):
                 results[id(p)] = (g, None, p, share)
+        elif len(ready) == 1:  # its own failure: on out of memory, fewer tiles
+            gen, error, used = _answer_alone(ready[0], backend, template, max_new_tokens, keep, visual, failure)
+            results[id(ready[0])] = (gen, error, used, time.perf_counter() - t0)
         else:  # one at a time, so the failure stays with its question
             if failure[1]:
                 free_device_memory()

@@ -15,7 +15,7 @@ from docvqa_cli.errors import ErrorKind
 
 @dataclass
 class Answer:
-    """One record. Keys and their order are a contract (DESIGN.md, README)."""
+    """One record. Keys and their order are a contract (README, ARCHITECTURE.md)."""
 
     doc: str
     question_id: str

@@ -4,23 +4,13 @@ Ray engine. See ARCHITECTURE.md."""
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Iterator, Sequence
 
 from docvqa_cli import records
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, failed_record
 from docvqa_cli.batch.prefetch import LoadFn, Prefetcher
 from docvqa_cli.batch.questions import Question
-from docvqa_cli.errors import ErrorKind, kind_of, one_line
-
-# On a CUDA out-of-memory, a question is tried again with these fractions of --keep.
-OOM_RETRY_FACTORS = (0.5, 0.25)
-
-
-def _free_cuda() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 
 
 def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], step: AnswerStep,
@@ -47,6 +37,7 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
         return
     stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
     while pending and not stopped():
+        failure = None
         try:
             for ans in step.answer(pages, [(q.id, q.text) for q in pending.values()], keep):
                 pending_q = pending.pop(ans.question_id, None)
@@ -65,10 +56,13 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
             kind = kind_of(exc)
             if kind in (ErrorKind.environment, ErrorKind.usage):
                 raise
+            failure = one_line(exc, ERROR_LIMIT), kind
+        # Outside ``except``: the exception, and the failed forward's tensors with it, are gone.
+        if failure is not None:
             if not pending:
                 break
             q = pending.pop(next(iter(pending)))
-            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), kind, pages, step, keep, failed)
+            yield _retry(doc, q, *failure, pages, step, keep, failed)
 
 
 def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1, executor: str = "thread",
@@ -151,7 +145,7 @@ def _retry(doc, q, message: str, kind: ErrorKind, pages, step: AnswerStep, keep,
     if kind is not ErrorKind.out_of_memory:
         return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}", kind)
     for factor in OOM_RETRY_FACTORS:
-        _free_cuda()
+        free_device_memory()
         try:
             ans = next(iter(step.answer(pages, [(q.id, q.text)], keep * factor)), None)
         except Exception as exc:
@@ -169,7 +163,7 @@ def _retry(doc, q, message: str, kind: ErrorKind, pages, step: AnswerStep, keep,
                 message, kind = ans.error, ans.failure or ErrorKind.other
         if kind is not ErrorKind.out_of_memory:
             break
-    _free_cuda()
+    free_device_memory()
     if kind is ErrorKind.out_of_memory:
-        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+        message = oom_gave_up(message, keep)
     return failed(doc, q, f"{doc}: {message}", kind)

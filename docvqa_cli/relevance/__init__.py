@@ -16,7 +16,8 @@ Scorers (each a ``Scorer`` class with its ``weight``, an ``applies(query)`` test
   0.8 (0.4 when it is as short as "no" or "#"), a lone question word 0.6 and its synonym
   0.5, each times its document-frequency factor: a phrase on more than a fifth of the
   document's tiles, or on more than half the pages of a document of three pages or more,
-  counts less, down to a fifth (``index.df_factor``).
+  counts less, down to a fifth (``index.df_factor``). For a question that asks for no kind
+  of value, the other tiles of a matched text line get 0.9 of the match.
 - ``type``: what the question asks for (amount, date, time, duration, id, name, address,
   phone, email, percent; values read by ``docvqa_cli.values``) against what the tile holds: ``max(0.6 x presence, 0.5 x neighbour)``.
   ``presence`` is the strongest value of the wanted kind on a text line in the tile (a
