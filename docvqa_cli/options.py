@@ -31,8 +31,7 @@ DECODES = ("auto", "plain", "static")
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
 
-# --- output -----------------------------------------------------------------------------------
-RECORD_FORMATS = ("jsonl", "csv", "table")
+# --- output: the formats and their names are docvqa_cli.formats' -----------------------------
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,14 @@ class TuneOptions:
     ocr: str | None = DEFAULT_OCR
     gradient_checkpointing: bool = True
     prompt: str | None = None  # template text; None = the default prompt
+
+
+@dataclass(frozen=True)
+class ShowOptions:
+    """What a command shows on stderr while it works (never on stdout)."""
+
+    progress: bool = False  # also when stderr is not a terminal
+    quiet: bool = False  # nothing but errors
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from docvqa_cli.cli.common import handle_errors, load_pages, read_options
+from docvqa_cli.cli.common import Progress, handle_errors, load_pages, read_options, show_options
 from docvqa_cli.errors import ExitCode
 
 
@@ -14,8 +14,9 @@ from docvqa_cli.errors import ExitCode
 @read_options()
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Print at most this many matches (default: all).")
+@show_options()
 @handle_errors
-def ground(doc, text, read, limit):
+def ground(doc, text, read, limit, show):
     """Where TEXT is printed in DOC: pages and boxes as JSON, best first (no model).
 
     Exit code 1, with the object and an empty "matches", when TEXT is not found.
@@ -26,7 +27,10 @@ def ground(doc, text, read, limit):
 
     if not text.strip():
         raise click.BadParameter("TEXT is empty", param_hint="TEXT")
-    pages = load_pages(doc, read)
+    if len(text) > grounding.MAX_ANSWER:
+        raise click.BadParameter(f"TEXT is {len(text)} characters; docq grounds answers of up to "
+                                 f"{grounding.MAX_ANSWER}: give the part to find", param_hint="TEXT")
+    pages = load_pages(doc, read, progress=Progress(show))
     matches = grounding.find_all(text, pages)[:limit]
     click.echo(json.dumps(grounding.ground_result(doc, text, matches), ensure_ascii=False))
     if not matches:
