@@ -27,6 +27,18 @@ class Answer:
     model: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    # Typed answers (``typed``): the question's type, the normalised value read from the page
+    # (else from the answer), its ISO currency, where it was read, and why it is null.
+    type: str | None = None
+    value: Any = None
+    currency: str | None = None
+    value_source: str | None = None
+    value_note: str | None = None
+
+    def set_typed(self, t) -> None:
+        """Copy a ``typed.Typed`` into the record's typed keys."""
+        self.type, self.value, self.currency, self.value_source, self.value_note = (
+            t.type, t.value, t.currency, t.source, t.note)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,5 +1,6 @@
 """Question files of ``docq batch``: one question a line (ids q1, q2, ...), or JSONL / CSV
-with id and question. See ARCHITECTURE.md."""
+with id and question, and optionally the question's ``type`` (``typed.TYPES``; an unknown
+type is a usage error naming the line). See ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import os
 from dataclasses import dataclass
 
 from docvqa_cli.errors import UsageError
+from docvqa_cli.options import TYPES
 
 
 @dataclass(frozen=True)
 class Question:
     id: str
     text: str
+    type: str | None = None  # given in the file (typed.TYPES); None: inferred from the question
 
 
 def read_questions(path: str) -> list[Question]:
@@ -62,7 +65,9 @@ def _questions_jsonl(path: str, content: str) -> list[Question]:
             raise UsageError(f"QUESTIONS {path}:{n}: not JSON ({exc.msg})") from None
         if not isinstance(obj, dict) or "id" not in obj or "question" not in obj:
             raise UsageError(f"QUESTIONS {path}:{n}: each line needs \"id\" and \"question\"")
-        out.append(Question(str(obj["id"]).strip(), str(obj["question"]).strip()))
+        kind = obj.get("type")
+        out.append(Question(str(obj["id"]).strip(), str(obj["question"]).strip(),
+                            check_type(None if kind is None else str(kind), f"QUESTIONS {path}:{n}")))
     return out
 
 
@@ -72,8 +77,21 @@ def _questions_csv(path: str, content: str) -> list[Question]:
     if "id" not in columns or "question" not in columns:
         raise UsageError(f"QUESTIONS {path}: the CSV needs a header with the columns id and question")
     reader.fieldnames = columns
-    return [
-        Question((row.get("id") or "").strip(), (row.get("question") or "").strip())
-        for row in reader
-        if any((v or "").strip() for v in row.values() if isinstance(v, str))
-    ]
+    out = []
+    for row in reader:
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        kind = check_type(row.get("type"), f"QUESTIONS {path}:{reader.line_num}")
+        out.append(Question((row.get("id") or "").strip(), (row.get("question") or "").strip(), kind))
+    return out
+
+
+def check_type(name: str | None, where: str) -> str | None:
+    """A question's type as given (lower case; empty is None), or a usage error naming
+    ``where`` (the file and line)."""
+    if name is None or not str(name).strip():
+        return None
+    kind = str(name).strip().lower()
+    if kind not in TYPES:
+        raise UsageError(f"{where}: unknown type {name!r}; use one of {', '.join(TYPES)}")
+    return kind

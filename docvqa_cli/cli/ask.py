@@ -10,6 +10,7 @@ import click
 from docvqa_cli.cli.common import (answer_options, handle_errors, load_pages, model_options, output_options,
                                    read_options)
 from docvqa_cli.errors import ExitCode
+from docvqa_cli.options import TYPES
 
 
 @click.command()
@@ -21,9 +22,12 @@ from docvqa_cli.errors import ExitCode
 @click.option("--overwrite", is_flag=True, help="Replace -o if it already holds something (without it, docq refuses).")
 @click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
+@click.option("--type", "kind", type=click.Choice(TYPES), default=None,
+              help="The type of value every QUESTION asks for; the record's value is read as this type "
+                   "(default: inferred from each question).")
 @read_options()
 @handle_errors
-def ask(doc, questions, model, answer, out, overwrite, annotate_out, read):
+def ask(doc, questions, model, answer, out, overwrite, annotate_out, kind, read):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
     from docvqa_cli import formats, pipeline, prompts
     from docvqa_cli.errors import UsageError
@@ -46,13 +50,15 @@ def ask(doc, questions, model, answer, out, overwrite, annotate_out, read):
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, read, data=data)
     backend, visual = pipeline.open_backend(model, answer.visual, questions=len(questions))
-    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size)
+    numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
+    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size,
+                                       types={qid: kind for qid, _ in numbered} if kind else None,
+                                       date_order=answer.date_order)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False
     records = []
     try:
         writer = fmt.writer(stream)
-        numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
         for record in answerer.answer(pages, numbered, answer.keep, doc=doc):
             writer.write(record)
             records.append(record)
