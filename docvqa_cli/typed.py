@@ -64,7 +64,8 @@ _CUES = (
     ("text", ("who", "where", "which", "how was")),
     ("duration", ("period", "term", "duration")),
     ("id", ("number", "no", "id", "reference", "ref", "code")),
-    ("amount", ("total", "amount", "price", "fee", "cost", "sum", "balance", "tax", "vat", "paid", "due")),
+    ("amount", ("total", "subtotal", "amount", "price", "fee", "cost", "sum", "balance", "tax", "vat", "paid", "due",
+                "charge", "charged", "net", "gross")),
 )
 
 

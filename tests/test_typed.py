@@ -27,6 +27,9 @@ def _typed(doc, kind, text, date_order=None):
 
 @pytest.mark.parametrize("question, kind", [
     ("What is the total amount?", "amount"),
+    ("What is the subtotal?", "amount"),
+    ("How many office chairs were bought?", "number"),
+    ("What is the VAT rate?", "percent"),
     ("When is the invoice due?", "date"),
     ("What is the invoice number?", "id"),
     ("Within how many days must invoices be paid?", "duration"),
