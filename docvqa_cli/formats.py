@@ -11,7 +11,9 @@ repair a torn tail and skip the pairs it holds.
   ``page``, and every box as JSON in ``boxes``. A text cell that a spreadsheet would run as
   a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a CR) gets a leading ``'``,
   unless it is a plain number such as ``-11.80``; ``csv_raw=True`` (``--csv-raw``) turns
-  the guard off. Resumable.
+  the guard off. ``csv_bom=True`` (``--bom``) starts the file with a UTF-8 byte-order mark,
+  which Excel on Windows needs to read UTF-8 (without it "Café" shows as "CafÃ©"); scanning
+  a file back skips it. Resumable.
 - ``table``: a rich table for a terminal, printed when the writer is closed. Not resumable.
 
 Adding a format: a ``Format`` subclass here and its name in ``_REGISTRY``; the ``--format``
@@ -164,11 +166,12 @@ csv_line = _csv_line  # one CSV row as text (``export``'s wide table writes rows
 
 
 class Csv(Format):
-    """RFC 4180 CSV with a header row; ``csv_raw=True`` turns off the formula guard."""
+    """RFC 4180 CSV with a header row; ``csv_raw=True`` turns off the formula guard,
+    ``csv_bom=True`` puts a UTF-8 byte-order mark before the header."""
 
     name = "csv"
     resumable = True
-    options = ("csv_raw",)
+    options = ("csv_raw", "csv_bom")
 
     def _cell(self, value: Any) -> Any:
         if value is None:
@@ -178,7 +181,7 @@ class Csv(Format):
         return value
 
     def header(self) -> str:
-        return _csv_line(list(CSV_COLUMNS))
+        return ("\ufeff" if self.csv_bom else "") + _csv_line(list(CSV_COLUMNS))
 
     def record(self, answer: Answer) -> str:
         row = answer.to_dict()
@@ -220,6 +223,7 @@ class Csv(Format):
         header_raw, header = spans[0]
         if header_raw.count('"') % 2:
             return 0, [], 0
+        header = [header[0].removeprefix("\ufeff"), *header[1:]]  # a file written with --bom
         keep = list(spans)
         # Cut incomplete rows from the end (torn: unbalanced quotes or too few fields).
         while len(keep) > 1 and (keep[-1][0].count('"') % 2 or len(keep[-1][1]) != len(header)):
@@ -298,7 +302,8 @@ def names(resumable: bool = False) -> tuple[str, ...]:
 
 
 def get(name: str, **options) -> Format:
-    """The format ``name`` with its options (``csv_raw``: no formula guard, for csv;
+    """The format ``name`` with its options (``csv_raw``: no formula guard, ``csv_bom``: a
+    byte-order mark first, for csv;
     ``console``: a rich Console, for table; each format takes its own and ignores the
     others'); a misspelt option is a TypeError."""
     if name not in _REGISTRY:

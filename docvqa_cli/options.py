@@ -93,6 +93,14 @@ class TuneOptions:
 
 
 @dataclass(frozen=True)
+class ShowOptions:
+    """What a command shows on stderr while it works (never on stdout)."""
+
+    progress: bool = False  # also when stderr is not a terminal
+    quiet: bool = False  # nothing but errors
+
+
+@dataclass(frozen=True)
 class OutputOptions:
     """Where and how records are written."""
 

@@ -1,4 +1,4 @@
-"""The whole flow for one document and its questions (DESIGN.md, "Data flow").
+"""The whole flow for one document and its questions (ARCHITECTURE.md, "The data flow").
 
 Per document, once: the pages (already loaded by the caller), their tiles at the backend's
 tile size, and each page's overview (made the first time a question needs it). Per

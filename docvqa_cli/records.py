@@ -13,7 +13,7 @@ from typing import Any
 
 @dataclass
 class Answer:
-    """One record. Keys and their order are a contract (DESIGN.md, README)."""
+    """One record. Keys and their order are a contract (README, ARCHITECTURE.md)."""
 
     doc: str
     question_id: str

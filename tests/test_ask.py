@@ -146,12 +146,14 @@ def test_a_family_registers_with_one_call():
         family = "toy"
         model_types = ("toy_vlm",)
 
+    from docvqa_cli.vlm import families
+
     try:
-        load.register(Toy)
-        assert load.backend_for("toy_vlm") is Toy
-        assert load.families()["idefics3"].family == "idefics3"
+        families.register(Toy)
+        assert families.backend_for("toy_vlm") is Toy
+        assert families.families()["idefics3"].family == "idefics3"
     finally:
-        load._REGISTRY.pop("toy_vlm", None)
+        families._REGISTRY.pop("toy_vlm", None)
 
 
 def test_prompts_built_in_and_from_a_file(tmp_path):
@@ -198,9 +200,9 @@ def test_ask_csv_to_file_with_an_annotated_copy(tiny_model, invoice_pdf, tmp_pat
     (lambda p: (p.write_bytes(b""), p)[1], "empty"),
     (lambda p: (p.write_text("just some text\n"), p)[1], "not a PDF"),
 ])
-def test_bad_document_is_one_line_naming_the_file_exit_1(tmp_path, monkeypatch, make, cause):
-    bad = make(tmp_path / "bad.pdf")
-    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu")
+def test_bad_document_is_one_line_naming_the_file_exit_1(tiny_model, tmp_path, monkeypatch, make, cause):
+    bad = make(tmp_path / "bad.pdf")  # the model is checked first (it is there), then the document fails
+    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu", "--model", tiny_model)
     assert code == ExitCode.partial
     assert out == b""
     lines = err.decode().strip().splitlines()

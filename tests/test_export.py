@@ -127,3 +127,21 @@ def test_export_refuses_to_replace_a_file_without_overwrite_and_needs_wide(tmp_p
     assert _run(GOLDEN / "batch.jsonl", "--wide", "-o", out, "--overwrite").exit_code == 0
     assert out.read_text().startswith("doc,q1,")
     assert _run(GOLDEN / "batch.jsonl").exit_code == 2
+
+
+def test_a_batch_does_not_resume_a_csv_of_other_columns_but_export_reads_it(tmp_path):
+    from docvqa_cli import batch
+    from docvqa_cli.errors import UsageError
+
+    old = tmp_path / "old.csv"  # what docq wrote before the typed keys
+    old.write_text("doc,question_id,question,answer,confidence,page,x0,y0,x1,y1,boxes,tiles_kept,tiles_total,"
+                   "model,seconds,error\r\na.pdf,q1,Who?,Northwind,0.5,1,,,,,[],1,2,m,0.1,\r\n", newline="")
+    before = old.read_bytes()
+    with pytest.raises(UsageError, match="columns are not the ones docq writes now"):
+        batch.Output(str(old), formats.get("csv"))
+    assert old.read_bytes() == before
+    assert _rows(_run(old, "--wide").stdout) == [{"doc": "a.pdf", "q1": "Northwind", "q1_page": "1",
+                                                  "q1_confidence": "0.5"}]
+    new = tmp_path / "new.csv"
+    new.write_bytes((GOLDEN / "batch.csv").read_bytes())
+    batch.Output(str(new), formats.get("csv")).close()  # today's columns: resumed

@@ -157,3 +157,9 @@ def test_group_lines_on_a_real_pdf(tmp_path):
         found = values.find_values(ln.text)
         for f in found:
             assert ln.words_in(f.start, f.end)
+
+
+def test_enumerations_in_parentheses_are_not_negative():
+    found = values.find_values("clause (1) and item (12) of 3 pages")
+    assert [str(f.value.value) for f in found] == ["1", "12", "3"]
+    assert [f.value.value for f in values.find_values("a refund of (11.80) and RM (4.00)")][0] == Decimal("-11.80")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from docvqa_cli.cli.common import handle_errors, load_pages, read_options
+from docvqa_cli.cli.common import Progress, handle_errors, load_pages, read_options, show_options
 from docvqa_cli.errors import ExitCode
 from docvqa_cli.options import DATE_ORDERS, TYPES
 
@@ -20,8 +20,9 @@ from docvqa_cli.options import DATE_ORDERS, TYPES
                    "(\"2014-05-20\" finds \"the 20th day of May, 2014\" and reports 2014-05-20).")
 @click.option("--date-order", type=click.Choice(DATE_ORDERS), default=None,
               help="How an ambiguous date such as 02/03/2024 reads when the document's other dates do not say.")
+@show_options()
 @handle_errors
-def ground(doc, text, read, limit, kind, date_order):
+def ground(doc, text, read, limit, kind, date_order, show):
     """Where TEXT is printed in DOC: pages and boxes as JSON, best first (no model).
 
     With --type, each match also has "value", "currency" and "value_note" (records' typed keys).
@@ -33,7 +34,10 @@ def ground(doc, text, read, limit, kind, date_order):
 
     if not text.strip():
         raise click.BadParameter("TEXT is empty", param_hint="TEXT")
-    pages = load_pages(doc, read)
+    if len(text) > grounding.MAX_ANSWER:
+        raise click.BadParameter(f"TEXT is {len(text)} characters; docq grounds answers of up to "
+                                 f"{grounding.MAX_ANSWER}: give the part to find", param_hint="TEXT")
+    pages = load_pages(doc, read, progress=Progress(show))
     matches = grounding.find_all(text, pages)[:limit]
     result = grounding.ground_result(doc, text, matches)
     if kind:

@@ -105,7 +105,12 @@ def _number_at(text: str, a: int, b: int) -> tuple[Value | None, int, int]:
         m = _CUR_AFTER.match(text, end)
         if m:
             end, cur = m.end(), True
-    v = parse_amount(text[start:end]) if (cur or _CENTS.search(body)) else parse_number(text[start:end])
+    if not (cur or _CENTS.search(body)):
+        # a plain number: parentheses around it are an enumeration ("thirty (30)", "(1)"),
+        # not a negative; a sign is kept ("-3")
+        start = a - 1 if a and text[a - 1] in _MINUS + "+" and (a < 2 or not text[a - 2].isalnum()) else a
+        return parse_number(text[start:b]), start, b
+    v = parse_amount(text[start:end])
     if v is None:
         return parse_number(body), a, b
     return v, start, end
