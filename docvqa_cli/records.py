@@ -29,9 +29,22 @@ class Answer:
     model: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    # Typed answers (``typed``): the question's type, the normalised value read from the page
+    # (else from the answer), its ISO currency, where it was read, and why it is null.
+    type: str | None = None
+    value: Any = None
+    currency: str | None = None
+    value_source: str | None = None
+    value_note: str | None = None
+
     # Not part of the record (never written): the kind of failure behind ``error``, for the
     # code that handles it (batch retries ``ErrorKind.out_of_memory``), instead of its text.
     failure: ErrorKind | None = field(default=None, compare=False, repr=False, metadata={"written": False})
+
+    def set_typed(self, t) -> None:
+        """Copy a ``typed.Typed`` into the record's typed keys."""
+        self.type, self.value, self.currency, self.value_source, self.value_note = (
+            t.type, t.value, t.currency, t.source, t.note)
 
     def to_dict(self) -> dict[str, Any]:
         """The record's keys (``KEYS``), in order."""

@@ -78,17 +78,19 @@ class Summary:
 
 
 def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerStep]:
+                   max_new_tokens: int | None, batch_size: int | None = None, types: dict | None = None,
+                   date_order: str | None = None) -> Callable[[], AnswerStep]:
     """The answer step of ``docq ask`` (a ``pipeline.Answerer``), made on first need: a
     callable that loads the model, so nothing loads when the output already holds every pair.
 
-    ``open_backend()`` loads the model and returns (backend, visual scorer or None)."""
+    ``open_backend()`` loads the model and returns (backend, visual scorer or None); ``types``
+    maps question ids to the types the question file gives, ``date_order`` is --date-order."""
 
     def make() -> AnswerStep:
         from docvqa_cli import pipeline, prompts
 
         template = prompts.load(prompt)  # a bad --prompt fails before the model loads
         backend, visual = open_backend()
-        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size)
+        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size, types, date_order)
 
     return make
