@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from docvqa_cli import grounding, relevance, tiles
+from docvqa_cli import grounding, prompt_cap, relevance, tiles
 from docvqa_cli.documents import Page
 from docvqa_cli.errors import one_line
 from docvqa_cli.records import Answer, boxes_of
@@ -140,7 +140,8 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     prep = _Prepared(job, record, start)
     try:
         scores = relevance.score(job.question, job.tiles, visual=visual)
-        prep.kept = [s.tile for s in relevance.select(scores, keep)]
+        # The memory budget: at most prompt_cap.DEFAULT_MAX_IMAGES images, best pages first.
+        prep.kept = [s.tile for s in prompt_cap.cap(relevance.select(scores, keep))]
         prep.views = page_views(job.pages, prep.kept, job.overviews, backend.tile_px)
     except KeyboardInterrupt:
         raise
