@@ -35,6 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import pymupdf  # noqa: E402
 
 from docvqa_cli import batch, documents, pipeline, prompts  # noqa: E402
+from docvqa_cli.options import ModelOptions  # noqa: E402
 
 
 class TimedOutput(batch.Output):
@@ -131,14 +132,14 @@ def main() -> None:
     if "ray" in args.engine:
         import ray
 
-        from docvqa_cli import ray_engine
+        from docvqa_cli.batch import ray as ray_engine
 
         t = time.perf_counter()
         ray_engine.connect(None)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         print(f"# Ray start-up (ray.init, local, {cpus} CPUs): {time.perf_counter() - t:.1f} s", flush=True)
         answerer = batch.model_answerer(
-            functools.partial(pipeline.open_backend, str(model_dir), "cpu", "none", False, None, None),
+            functools.partial(pipeline.open_backend, ModelOptions(str(model_dir), "cpu", "none")),
             None, args.max_new_tokens)
         ray_load = functools.partial(documents.load, ocr="rapidocr")
         try:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from docvqa_cli import documents, ocr  # noqa: E402
+from docvqa_cli.ocr import tesseract  # noqa: E402
 
 DEFAULT_DATA = (ROOT.parent / "shared" / "data" / "dev").resolve()
 
@@ -133,8 +134,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     if args.tesseract_psm is not None:
-        ocr.TESSERACT_PSM = args.tesseract_psm
-    print(f"docq OCR recall; {os.cpu_count()} CPUs; tesseract psm {ocr.TESSERACT_PSM}", flush=True)
+        tesseract.TESSERACT_PSM = args.tesseract_psm
+    print(f"docq OCR recall; {os.cpu_count()} CPUs; tesseract psm {tesseract.TESSERACT_PSM}", flush=True)
     out = {"invoices": invoices(args.data)}
     engines = [e for e in args.engines.split(",") if e]
     out["sroie"] = receipts(args.data, engines)

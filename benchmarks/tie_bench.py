@@ -21,6 +21,7 @@ Architectures (text / vision sizes of the public configs; weights are random):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -94,8 +95,7 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        trainer.opt.steps = args.warmup + args.steps
-        trainer.opt.resume = False
+        trainer.opt = dataclasses.replace(trainer.opt, steps=args.warmup + args.steps, resume=False)
         m = trainer.train(examples, tmp / f"run{every}", progress=False)
         if cuda:
             torch.cuda.synchronize()

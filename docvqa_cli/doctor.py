@@ -88,14 +88,14 @@ def check_rapidocr() -> Check:
 
 
 def check_tesseract() -> Check:
-    from docvqa_cli import ocr
+    from docvqa_cli.ocr import tesseract
 
-    path = ocr.tesseract_path()
+    path = tesseract.path()
     if not path:
         return Check("OCR tesseract", False, "not found on PATH",
                      "apt-get install tesseract-ocr tesseract-ocr-eng (or brew install tesseract)",
                      required=False)
-    langs = ocr.tesseract_languages()
+    langs = tesseract.languages()
     return Check("OCR tesseract", True, f"{path}, languages: {', '.join(langs) or 'none'}",
                  "" if langs else "apt-get install tesseract-ocr-eng", required=False)
 

@@ -3,7 +3,7 @@
 PDF, PNG, JPEG and TIFF (each frame of a multi-frame TIFF is a page) all open through
 PyMuPDF. Boxes are in PDF points with the origin at the top left; for images one pixel is
 one point. Words come from the PDF text layer where a page has one, else from OCR
-(``ocr.py``), done once per page.
+(``ocr/``, one module per engine), done once per page.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pymupdf
 from PIL import Image
 
 from docvqa_cli.errors import DocqError, InputError, UsageError
+from docvqa_cli.options import DEFAULT_DPI, DEFAULT_OCR, DEFAULT_OCR_LANG
 
-DEFAULT_DPI = 150
 # About 50 megapixels: an A4 page at 600 dpi is ~35 MP; a poster at 150 dpi is far more.
 DEFAULT_MAX_PIXELS = 50_000_000
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
@@ -253,8 +253,8 @@ def iter_pages(
     pages: Iterable[int] | None = None,
     dpi: int = DEFAULT_DPI,
     password: str | None = None,
-    ocr: str | None = "rapidocr",
-    ocr_lang: str = "eng",
+    ocr: str | None = DEFAULT_OCR,
+    ocr_lang: str = DEFAULT_OCR_LANG,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     data: bytes | None = None,
     warn: Callable[[str], None] = _warn,

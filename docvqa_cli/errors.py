@@ -1,7 +1,7 @@
 """One exit-code enum and the exceptions that carry it (after OCRmyPDF's exceptions.py).
 
 Every exception says what went wrong and, where it can, what the user should do. Only
-``cli.py`` turns them into a line on stderr and an exit code.
+``docvqa_cli.cli`` turns them into a line on stderr and an exit code.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ several documents at once (batch mode): a ``Job`` carries its document's pages a
 by all the jobs of one document, its tiles (``document_tiles``) and overview cache. A
 record's ``seconds`` is its own scoring and grounding time plus an equal share of its
 batch's model time. If a batch fails as a whole, its questions are retried one at a time,
-so a failure stays with the question that caused it.
+so a failure stays with the question that caused it; a question that runs out of GPU
+memory alone is retried with fewer tiles (``OOM_RETRY_FACTORS`` of ``keep``). Every retry
+runs after the failed call's exception is gone (so its tensors are freed) and after
+``free_device_memory``.
 
 ``max_new_tokens=None`` takes the prompt's own ``# max_new_tokens:`` (``prompts.settings``),
 else ``prompts.DEFAULT_MAX_NEW_TOKENS``. ``batch_size=None`` is 1 here; the commands pass
@@ -31,11 +34,29 @@ from typing import Iterable, Iterator
 from docvqa_cli import grounding, prompt_cap, relevance, tiles
 from docvqa_cli.documents import Page
 from docvqa_cli.errors import one_line
+from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
-DEFAULT_KEEP = 0.5
+OOM_RETRY_FACTORS = (0.5, 0.25)  # of keep: the tiles a question retries with after running out of memory
+
+
+def is_oom(error) -> bool:
+    """Whether an exception, or an error record's text, is running out of (GPU) memory."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return "OutOfMemoryError" in text or "out of memory" in text.lower()
+
+
+def free_device_memory() -> None:
+    """Collect garbage and give the CUDA allocator's cached blocks back (after a failed batch)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -55,27 +76,28 @@ def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
     return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
 
 
-def open_backend(model, device, quant, trust_remote_code, tie_dir, use_visual, decode="auto"):
-    """Load the model once (with TIE adapters if given) and set its decode loop; return
-    (backend, visual scorer or None). The visual scorer is on with --tie unless --no-visual."""
+def open_backend(model: ModelOptions, visual: bool | None = None):
+    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop; return
+    (backend, visual scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
-    if tie_dir and not model:  # the base model the adapters were trained on
+    name = model.model
+    if model.tie and not name:  # the base model the adapters were trained on
         from docvqa_cli.vlm import tie
 
-        model = tie.read_config(tie_dir).base_model
-    backend = load_backend(model, device=device, quant=quant, trust_remote_code=trust_remote_code)
-    backend.decode = resolve_decode(decode, backend.device)
-    if tie_dir:
-        from docvqa_cli import tune as tune_mod
+        name = tie.read_config(model.tie).base_model
+    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
+    backend.decode = resolve_decode(model.decode, backend.device)
+    if model.tie:
+        from docvqa_cli.vlm.tie import use_tie
 
-        backend = tune_mod.use_tie(backend, tie_dir)
-    visual = None
-    if use_visual if use_visual is not None else bool(tie_dir):
-        from docvqa_cli import tune as tune_mod
+        backend = use_tie(backend, model.tie)
+    scorer = None
+    if visual if visual is not None else bool(model.tie):
+        from docvqa_cli.vlm.visual import visual_scorer
 
-        visual = tune_mod.visual_scorer(backend)
-    return backend, visual
+        scorer = visual_scorer(backend)
+    return backend, scorer
 
 
 def batch_size_for(backend, max_new_tokens: int, batch_size: int | None = None) -> int:
@@ -170,43 +192,75 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
     return record
 
 
-def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int) -> list[Answer]:
+def _attempt(call):
+    """(result, None) or (None, (one-line error, whether out of memory)). The exception is
+    dropped before this returns, and with it the failed call's frames and tensors."""
+    try:
+        return call(), None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return None, (one_line(exc), is_oom(exc))
+
+
+def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual):
+    """One question on its own: (generation or None, error or None, the prep used); out of
+    memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles)."""
+    gen, failure = _attempt(lambda: backend.answer(prep.job.question, prep.views, template, max_new_tokens))
+    for factor in OOM_RETRY_FACTORS:
+        if failure is None or not failure[1]:
+            break
+        free_device_memory()
+        smaller = _prepare(prep.job, backend, keep * factor, visual)
+        if smaller.record.error is not None:
+            break
+        smaller.start = prep.start
+        smaller.own += prep.own
+        gen, again = _attempt(lambda: backend.answer(smaller.job.question, smaller.views, template, max_new_tokens))
+        if again is None:
+            return gen, None, smaller
+        failure = again
+    if failure is None:
+        return gen, None, prep
+    message, oom = failure
+    if oom:
+        free_device_memory()
+        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+    return None, message, prep
+
+
+def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int,
+                  keep: float = DEFAULT_KEEP, visual=None) -> list[Answer]:
     """Answer the prepared questions of one batch; records in order."""
     ready = [p for p in group if p.record.error is None]
-    generations: dict[int, object] = {}
-    errors: dict[int, str] = {}
-    seconds: dict[int, float] = {}
+    results: dict[int, tuple] = {}  # id(prep) -> (generation or None, error or None, prep used, seconds)
     if ready:
         t0 = time.perf_counter()
-        try:
-            gens = backend.answer_batch([(p.job.question, p.views) for p in ready], template, max_new_tokens)
+        if len(ready) == 1:
+            failure = (None, False)  # straight to the one-question path (with its retries)
+        else:
+            gens, failure = _attempt(lambda: backend.answer_batch([(p.job.question, p.views) for p in ready],
+                                                                  template, max_new_tokens))
+        if failure is None:
             share = (time.perf_counter() - t0) / len(ready)
             for p, g in zip(ready, gens):
-                generations[id(p)], seconds[id(p)] = g, share
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            if len(ready) == 1:
-                errors[id(ready[0])] = one_line(exc)
-                seconds[id(ready[0])] = time.perf_counter() - t0
-            else:  # one at a time, so the failure stays with its question
-                for p in ready:
-                    t1 = time.perf_counter()
-                    try:
-                        generations[id(p)] = backend.answer(p.job.question, p.views, template, max_new_tokens)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc1:
-                        errors[id(p)] = one_line(exc1)
-                    seconds[id(p)] = time.perf_counter() - t1
+                results[id(p)] = (g, None, p, share)
+        else:  # one at a time, so the failure stays with its question
+            if failure[1]:
+                free_device_memory()
+            for p in ready:
+                t1 = time.perf_counter()
+                gen, error, used = _answer_alone(p, backend, template, max_new_tokens, keep, visual)
+                results[id(p)] = (gen, error, used, time.perf_counter() - t1)
     out = []
     for p in group:
-        if id(p) in generations:
-            out.append(_finish(p, generations[id(p)], seconds[id(p)]))
+        gen, error, used, seconds = results.get(id(p), (None, None, p, 0.0))
+        if gen is not None:
+            out.append(_finish(used, gen, seconds))
             continue
-        if id(p) in errors:
-            p.record.error = errors[id(p)]
-        p.record.seconds = round(p.own + seconds.get(id(p), 0.0), 3)
+        if error is not None:
+            p.record.error = error
+        p.record.seconds = round(p.own + seconds, 3)
         out.append(p.record)
     return out
 
@@ -233,7 +287,7 @@ def answer_pairs(
     for job in jobs:
         group.append(_prepare(job, backend, keep, visual))
         if len(group) >= size:
-            yield from _answer_group(group, backend, template, max_new_tokens)
+            yield from _answer_group(group, backend, template, max_new_tokens, keep, visual)
             group = []
     if group:
-        yield from _answer_group(group, backend, template, max_new_tokens)
+        yield from _answer_group(group, backend, template, max_new_tokens, keep, visual)

@@ -22,8 +22,9 @@ from importlib import resources
 from pathlib import Path
 
 from docvqa_cli.errors import UsageError
+from docvqa_cli.options import DEFAULT_PROMPT
 
-DEFAULT = "default"
+DEFAULT = DEFAULT_PROMPT
 PLACEHOLDER = "{question}"
 REPO_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MAX_NEW_TOKENS = 32  # when neither the template nor --max-new-tokens says

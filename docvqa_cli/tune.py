@@ -28,8 +28,10 @@ import torch
 
 from docvqa_cli import documents, grounding, relevance, tiles
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.options import TuneOptions  # noqa: F401 (the trainer's options, with the others)
 from docvqa_cli.vlm.base import Backend, PageView
-from docvqa_cli.vlm.tie import Tie, VisualScorer, patch_mass, tile_masses
+from docvqa_cli.vlm.tie import Tie
+from docvqa_cli.vlm.visual import VisualScorer, patch_mass, tile_masses
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "trainer_state.json"
@@ -44,24 +46,6 @@ class Example:
     answer: str
     page: int | None = None
     line: int = 0
-
-
-@dataclass
-class TuneOptions:
-    steps: int | None = None  # total optimizer steps (default: epochs over the training split)
-    epochs: int = 1
-    lr: float = 2e-4
-    every: int = 1  # adapter after every ``every``-th encoder layer
-    relevance_weight: float = 0.5
-    heldout: float = 0.1
-    checkpoint_every: int = 50
-    resume: bool = True
-    seed: int = 0
-    keep: float = 0.5
-    dpi: int = 150
-    ocr: str | None = "rapidocr"
-    gradient_checkpointing: bool = True
-    prompt: str | None = None  # template text; None = the default prompt
 
 
 @dataclass
@@ -406,30 +390,3 @@ def tune(data: str | Path, backend: Backend, out: str | Path, options: TuneOptio
         return Trainer(backend, tie, options, say).train(examples, out, progress)
     finally:
         tie.detach()
-
-
-def use_tie(backend: Backend, folder: str | Path) -> Backend:
-    """Load trained adapters onto ``backend``'s model; its answers are then question-conditioned.
-
-    Sets ``backend.tie`` and marks the model name (``name+tie``) so records say adapters were used.
-    """
-    tokenizer = getattr(backend.processor, "tokenizer", backend.processor)
-    tie = Tie.load(folder, backend.model, tokenizer=tokenizer, base_model=backend.name)
-    if tie.config.base_model != backend.name and Path(tie.config.base_model).name != Path(backend.name).name:
-        backend_say = f"note: TIE adapters in {folder} were trained on {tie.config.base_model}, not {backend.name}"
-        print(backend_say, file=sys.stderr)
-    plain_answer = backend.answer
-
-    def answer(question, views, prompt, max_new_tokens=32):
-        with torch.no_grad(), tie.condition(question):
-            return plain_answer(question, views, prompt, max_new_tokens)
-
-    backend.answer = answer
-    backend.tie = tie
-    backend.name = f"{backend.name}+tie"
-    return backend
-
-
-def visual_scorer(backend: Backend) -> VisualScorer:
-    """The visual relevance hook for ``relevance.score(..., visual=...)`` on this backend."""
-    return VisualScorer(backend.model, backend.processor, tie=getattr(backend, "tie", None))

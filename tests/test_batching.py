@@ -199,7 +199,7 @@ def test_overview_features_are_reused_with_the_same_tokens(backend, pages):
 
 
 def test_tie_batches_condition_each_item_on_its_own_question(backend, pages, tmp_path):
-    from docvqa_cli.tune import use_tie
+    from docvqa_cli.vlm.tie import use_tie
     from docvqa_cli.vlm.tie import Tie
 
     fresh = load_backend(backend.name, device="cpu", quant="none", say=lambda line: None)

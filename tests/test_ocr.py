@@ -8,11 +8,12 @@ from PIL import Image
 
 from conftest import SAMPLES, write_invoice_pdf, write_scan
 from docvqa_cli import documents, ocr
+from docvqa_cli.ocr import rapidocr, tesseract
 from docvqa_cli.errors import EnvironmentProblem, UsageError
 
 SCAN_DPI = 100
 
-needs_tesseract = pytest.mark.skipif(ocr.tesseract_path() is None, reason="tesseract is not installed")
+needs_tesseract = pytest.mark.skipif(tesseract.path() is None, reason="tesseract is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +66,40 @@ def test_engine_reads_the_sample_receipt(ocr_page):
 
 def test_split_line_divides_a_line_box_by_characters():
     quad = [(100, 10), (220, 10), (220, 30), (100, 30)]
-    words = ocr._split_line("Total  12.50", quad, 4)
+    words = rapidocr._split_line("Total  12.50", quad, 4)
     assert [w.text for w in words] == ["Total", "12.50"]
     assert words[0].x0 == 100 and words[1].x1 == pytest.approx(220)
     assert words[0].x1 < words[1].x0 and all(w.line == 4 and (w.y0, w.y1) == (10, 30) for w in words)
 
 
+def test_each_module_of_the_ocr_package_is_one_registered_engine():
+    import importlib
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(ocr.__path__) if not m.name.startswith("_")}
+    assert set(ocr.ENGINES) == modules and ocr.ENGINES[0] == ocr.DEFAULT_ENGINE
+    for name in modules:
+        assert ocr.get(name) is importlib.import_module(f"docvqa_cli.ocr.{name}").ENGINE
+
+
+def test_the_ocr_option_offers_every_registered_engine():
+    """--ocr completes to every registered engine (the help stays import-free, so the choice
+    list lives in completion and in the unknown-engine error)."""
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    for command in ("ask", "batch", "explain"):
+        env = {"_DOCQ_COMPLETE": "bash_complete", "COMP_WORDS": f"docq {command} --ocr ", "COMP_CWORD": "3"}
+        shown = [line.split(",", 1)[1] for line in CliRunner().invoke(main, [], env=env, prog_name="docq").output.split()]
+        assert [word for word in shown if word in ocr.ENGINES] == list(ocr.ENGINES), (command, shown)
+
+
 def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="--ocr"):
         ocr.read_words(Image.new("RGB", (10, 10)), engine="abbyy")
+    with pytest.raises(UsageError, match="rapidocr, tesseract"):
+        ocr.check("abbyy")
 
 
 @needs_tesseract
@@ -82,6 +108,7 @@ def test_missing_tesseract_language_says_what_to_install():
         ocr.read_words(Image.new("RGB", (60, 30), "white"), engine="tesseract", lang="qqq")
 
 
+@needs_tesseract
 def test_a_missing_tesseract_language_is_an_environment_problem_before_any_work():
     import pytest
 

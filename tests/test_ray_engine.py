@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOICE_LINES, write_invoice_pdf
-from docvqa_cli import batch, documents, pipeline, ray_engine
+from docvqa_cli import batch, documents, pipeline
+from docvqa_cli.batch import ray as ray_engine
+from docvqa_cli.options import ModelOptions
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
              batch.Question("q3", "What is the date of the invoice?")]
@@ -59,7 +61,7 @@ def job(tmp_path_factory):
 
 
 def answerer_for(model: Path):
-    open_backend = functools.partial(pipeline.open_backend, str(model), "cpu", "none", False, None, None)
+    open_backend = functools.partial(pipeline.open_backend, ModelOptions(str(model), "cpu", "none"))
     return batch.model_answerer(open_backend, None, 4)
 
 

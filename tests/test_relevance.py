@@ -143,6 +143,28 @@ def test_company_name_in_the_letterhead():
     assert top.score == max(s.score for s in scores)
 
 
+# --- the scorers as parts of the fusion -----------------------------------------------------
+
+@pytest.mark.parametrize("question, parts", [
+    ("What is the total amount?", ["lexical", "type", "pair"]),  # a kind of value, no usual place
+    ("What is the company name?", ["lexical", "type", "pair", "layout"]),  # letterhead field
+    ("Is the logo blue?", ["lexical"]),  # neither a kind of value nor a place
+])
+def test_each_scorer_says_whether_it_applies(question, parts):
+    query = relevance.parse_question(question)
+    applying = [s.name for s in relevance.scorers(semantic=False) if s.applies(query)]
+    assert applying == parts
+    page = make_page([(60, 100, "Acme Trading Sdn Bhd"), (560, 700, "Total 12.50")])
+    assert list(relevance.score(question, grid(page), semantic=False)[0].parts) == parts
+
+
+def test_fusion_is_the_weighted_mean_of_the_parts_that_apply():
+    page = make_page([(60, 100, "Invoice 2024-0117"), (560, 700, "Total due 1,157.40")])
+    for s in relevance.score("What is the total amount?", grid(page), semantic=False):
+        w = {k: relevance.WEIGHTS[k] for k in s.parts}
+        assert s.score == pytest.approx(sum(w[k] * v for k, v in s.parts.items()) / sum(w.values()), abs=1e-3)
+
+
 # --- hooks ----------------------------------------------------------------------------------
 
 def test_visual_hook_is_fused_and_checked():

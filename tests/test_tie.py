@@ -11,9 +11,11 @@ from PIL import Image, ImageDraw
 
 from docvqa_cli.documents import Page, Word
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.options import ModelOptions
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
-from docvqa_cli.vlm.tie import Tie, VisualScorer, layer_plan, region_cells
+from docvqa_cli.vlm.tie import Tie, layer_plan, use_tie
+from docvqa_cli.vlm.visual import VisualScorer, region_cells, visual_scorer
 
 WORDS = ["total", "invoice", "date", "amount", "due", "what", "is", "the"]
 
@@ -332,7 +334,7 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     import subprocess
 
     from docvqa_cli import documents, pipeline
-    from docvqa_cli.tune import tune, use_tie, visual_scorer
+    from docvqa_cli.tune import tune
     from docvqa_cli.vlm.load import load_backend
 
     data = invoice_set(tmp_path)
@@ -368,5 +370,5 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     assert len(s) == len(ts) and all(0 <= v <= 1 for v in s)
 
     # --tie without --model loads the base model the adapters name (as `docq ask --tie DIR` does)
-    backend, visual = pipeline.open_backend(None, "cpu", "auto", False, str(out), None)
+    backend, visual = pipeline.open_backend(ModelOptions(device="cpu", tie=str(out)))
     assert backend.name == f"{tiny_folder}+tie" and visual is not None and visual.uses_attention

@@ -10,9 +10,11 @@ from PIL import Image, ImageDraw
 
 from _tiny_qwen import build_tiny_qwen
 from test_tie import invoice_set, options, train_8_steps_lowers_both_losses, word_page
+from docvqa_cli.options import ModelOptions
 from docvqa_cli.tiles import split
 from docvqa_cli.vlm import tie as tie_mod
-from docvqa_cli.vlm.tie import Tie, VisualScorer, qwen_patch_order, region_cells
+from docvqa_cli.vlm.tie import Tie, qwen_patch_order
+from docvqa_cli.vlm.visual import VisualScorer, region_cells
 
 TYPES = ["qwen2_5_vl", "qwen3_vl"]
 
@@ -324,7 +326,7 @@ def test_tune_load_and_answer_through_the_pipeline(qwen3_folder, tmp_path):
     assert metrics["heldout_after"]["visual_scorer"] == "attention"
 
     # `docq ask --tie DIR`: the base model named in the adapters' config, adapters on, visual scorer on
-    backend, visual = pipeline.open_backend(None, "cpu", "auto", False, str(out), None)
+    backend, visual = pipeline.open_backend(ModelOptions(device="cpu", tie=str(out)))
     assert backend.name == f"{qwen3_folder}+tie" and backend.tie.config.trained_steps == 3
     assert visual is not None and visual.uses_attention
     pages = documents.load(str(tmp_path / "inv0.pdf"), dpi=40, ocr=None)

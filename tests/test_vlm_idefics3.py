@@ -89,7 +89,8 @@ def test_encoder_receives_exactly_the_kept_tiles_and_the_overview(backend, one_p
     assert encoded.shape[0] == record.tiles_kept + 1  # kept tiles + one overview
     # ...and they are those tiles: the same pixels as the kept tiles' crops, then the overview.
     shown = [t.image for t in views[0].tiles] + [views[0].overview]
-    expected = backend.image_processor(images=[shown], do_image_splitting=False, return_tensors="pt")
+    expected = backend.image_processor(images=[shown], do_image_splitting=False,
+                                       size={"longest_edge": backend.tile_px}, return_tensors="pt")
     assert torch.allclose(encoded.float(), expected["pixel_values"][0].float(), atol=1e-5)
     assert len(views[0].tiles) == record.tiles_kept
 

@@ -19,6 +19,14 @@ text; ``decode = "static"`` uses transformers' static KV cache (``cache_implemen
 "static"``), which transformers compiles itself on CUDA; ``"plain"`` is the dynamic cache.
 The chosen tokens' log-probabilities are taken on the device, so only a few numbers per
 token come back to the CPU.
+
+Shape buckets (static decode): the compiled decode step is specialised to the cache's shape
+(batch rows x cache length), so both are rounded up to a few fixed sizes (``bucket``: powers
+of two and 1.5x powers of two): the cache length of each call is its own prompt plus new
+tokens rounded up (``cache_length``: a short document after a long one gets a short cache
+again; transformers alone keeps the longest length ever seen), and where the step compiles
+(``pads_batches``: CUDA) a batch is filled up to its bucket with copies of its last item,
+whose answers are dropped. So compilation happens once per bucket, not once per shape.
 """
 
 from __future__ import annotations
@@ -62,8 +70,25 @@ class Generation:
     boxes: list[ModelBox] = field(default_factory=list)
 
 
-DECODES = ("auto", "plain", "static")
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
+MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
+
+
+def bucket(n: int, smallest: int = 1) -> int:
+    """``n`` rounded up to the next of smallest * (1, 1.5, 2, 3, 4, 6, 8, ...) (at most a
+    third wasted), so a compiled shape serves every size up to it."""
+    size = max(1, int(smallest))
+    while size < n:
+        half = size + size // 2
+        if half >= n and half != size:
+            return half
+        size *= 2
+    return size
+
+
+def cache_length(prompt_tokens: int, max_new_tokens: int) -> int:
+    """The static cache's length for a call: its prompt plus new tokens, bucketed."""
+    return bucket(prompt_tokens + max_new_tokens, MIN_CACHE_LENGTH)
 
 
 def first_line(text: str) -> str:
@@ -84,19 +109,33 @@ def _newline_stop(newline_ids, blank_ids):
     from transformers import StoppingCriteria
 
     class NewlineStop(StoppingCriteria):
+        """Two boolean tables over the vocabulary (line break, blank), moved to the device once;
+        each step is two lookups there: no copy from the host, no wait for the device."""
+
         def __init__(self):
             self.seen = None
+            self.tables = None
 
         def __call__(self, input_ids, scores, **kwargs):
             import torch
 
             last = input_ids[:, -1]
-            newline = newline_ids.to(last.device)
-            blank = blank_ids.to(last.device)
+            if self.tables is None or self.tables[0].device != last.device:
+                size = int(max(newline_ids.max().item() if newline_ids.numel() else 0,
+                               blank_ids.max().item() if blank_ids.numel() else 0)) + 1
+                if scores is not None:
+                    size = max(size, int(scores.shape[-1]))
+                tables = torch.zeros((2, size), dtype=torch.bool)
+                tables[0, newline_ids] = True
+                tables[1, blank_ids] = True
+                self.tables = tables.to(last.device)
             if self.seen is None or self.seen.shape[0] != last.shape[0]:
                 self.seen = torch.zeros(last.shape[0], dtype=torch.bool, device=last.device)
-            self.seen |= ~torch.isin(last, blank)
-            return torch.isin(last, newline) & self.seen
+            newline, blank = self.tables[0], self.tables[1]
+            safe = last.clamp(0, newline.shape[0] - 1)  # ids past the tables are neither
+            inside = last < newline.shape[0]
+            self.seen |= ~(blank[safe] & inside)
+            return newline[safe] & inside & self.seen
 
     return NewlineStop()
 
@@ -111,9 +150,11 @@ class Backend:
     can_ground: bool = False  # whether prompts may ask it for boxes
     batches: ClassVar[bool] = False  # forward_batch runs several items in one padded generate
     image_tokens_per_image: int = 256  # for the batch-size estimate (families set their own)
+    vision_patches_per_token: int = 4  # vision-encoder patches merged into one image token (2 x 2)
     decode: str = "plain"  # "plain" (dynamic KV cache) or "static" (static cache, compiled on CUDA)
+    pad_batches: bool | None = None  # fill batches up to their bucket; None: where the decode compiles
     min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
-    tie: Any = None  # TIE adapters (tune.use_tie), or None
+    tie: Any = None  # TIE adapters (tie.use_tie), or None
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model
@@ -130,6 +171,11 @@ class Backend:
 
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
         raise NotImplementedError
+
+    def patches_per_image_token(self) -> int:
+        """Vision-encoder patches behind one image token (its activations are what a batch's
+        vision step holds): ``vision_patches_per_token``, which families set from their config."""
+        return int(self.vision_patches_per_token)
 
     def forward_batch(self, inputs: list[dict], max_new_tokens: int) -> list[dict]:
         """Several preprocessed items in one padded generate (families with ``batches``)."""
@@ -160,17 +206,28 @@ class Backend:
         if len(items) <= 1 or not self.batches:
             return [self.answer(q, v, prompt, max_new_tokens) for q, v in items]
         inputs = [self._preprocess(q, v, prompt) for q, v in items]
+        n = len(inputs)
+        if self.pads_batches():  # copies of the last item up to the bucket; their answers are dropped
+            extra = bucket(n) - n
+            inputs, items = inputs + [inputs[-1]] * extra, items + [items[-1]] * extra
         if tie is None:
             outputs = self.forward_batch(inputs, max_new_tokens)
         else:
             groups = self.tie_groups(inputs)
             if groups is None:  # the family cannot say which image is whose: one at a time
-                return [self.answer(q, v, prompt, max_new_tokens) for q, v in items]
+                return [self.answer(q, v, prompt, max_new_tokens) for q, v in items[:n]]
             import torch
 
             with torch.no_grad(), tie.condition([q for q, _ in items], groups=groups):
                 outputs = self.forward_batch(inputs, max_new_tokens)
-        return [self.postprocess(o, i) for o, i in zip(outputs, inputs)]
+        return [self.postprocess(o, i) for o, i in zip(outputs[:n], inputs[:n])]
+
+    def pads_batches(self) -> bool:
+        """Whether batches are filled up to their bucket: set by ``pad_batches``, else where the
+        static decode is compiled (CUDA), since each new batch size would compile again."""
+        if self.pad_batches is not None:
+            return bool(self.pad_batches)
+        return self.decode == "static" and getattr(self.device, "type", str(self.device)) == "cuda"
 
     # --- decoding, shared by the families ----------------------------------------------------
 
@@ -213,6 +270,10 @@ class Backend:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_newline_stop(*self.vocab_sets())])
         if self.decode == "static":
             kwargs["cache_implementation"] = "static"
+            prompt_tokens = tensors["input_ids"].shape[1] if "input_ids" in tensors else 0
+            # transformers sizes a static cache to the longest length it has ever seen (and
+            # reads it from here); the bucket of this call's own length lets it shrink again.
+            self.model._previous_max_cache_length = cache_length(prompt_tokens, max_new_tokens)
         with torch.inference_mode():
             out = self.model.generate(**tensors, **kwargs)
         prompt_len = tensors["input_ids"].shape[1] if "input_ids" in tensors else 0

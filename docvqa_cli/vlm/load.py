@@ -9,9 +9,14 @@ theirs under the ``docq.backends`` entry-point group. A model's ``config.json``
 Loading: a hub id or a local folder; with ``HF_HUB_OFFLINE=1`` only the local cache is
 used. Weights are safetensors only; remote code runs only with ``trust_remote_code``.
 Device ``auto`` takes CUDA when torch sees it. On CUDA the default is 4-bit NF4 (double
-quantisation, bf16 compute) with the family's vision tower and projector kept in bf16;
-``8bit`` and ``none`` are the alternatives. On the CPU nothing is quantised, weights are
-float32, and without ``--model`` a small model is used; one line on stderr says so.
+quantisation, compute in the model dtype) with the family's vision tower and projector kept
+unquantised; ``int4`` (torchao int4 weight-only, whose decode transformers may compile),
+``8bit`` and ``none`` are the alternatives. On the CPU nothing is quantised, and without
+``--model`` a small model is used; one line on stderr says so.
+
+The model dtype (``resolve_dtype``, ``--dtype auto``): on CUDA bf16 where the card supports
+it, else fp16 (T4, RTX 20xx); on the CPU bf16 where the processor computes it natively
+(AMX-BF16 or AVX512-BF16, or the Arm BF16 extension), else float32.
 """
 
 from __future__ import annotations
@@ -24,25 +29,24 @@ from pathlib import Path
 from typing import Callable
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.vlm.base import DECODES, Backend
+from docvqa_cli.options import DECODES, DEFAULT_CPU_MODEL, DEFAULT_MODEL, DEVICES, DTYPES, QUANTS
+from docvqa_cli.vlm.base import Backend
 
-# Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
-# (README, "Choosing the model"); its family is the Qwen module's.
-DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
-# Small enough for a laptop CPU, unquantised (Apache-2.0, 256M parameters, Idefics3).
-DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 # Questions per forward on the CPU. Measured on the 2-core dev machine with the tiny models
 # (benchmarks/RESULTS.md, "GPU speed"): batching helps a CPU little beyond filling its
 # cores, padding costs, and a record waits for its whole batch; 4 is the middle of 1..8.
 CPU_BATCH_SIZE = 4
-MAX_BATCH_SIZE = 16  # more rarely pays on one GPU for a ~2-4B model with a dozen images a question
+# The most questions per forward on CUDA: memory decides below it (``default_batch_size``);
+# beyond it a record waits long for its batch, and a ~2-4B model already fills an H100/H200.
+MAX_BATCH_SIZE = 64
 GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
-DEVICES = ("auto", "cuda", "cpu")
-QUANTS = ("auto", "4bit", "8bit", "none")
+INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128 inputs
+# /proc/cpuinfo flags of a CPU that computes bf16 natively (x86 AMX / AVX512, Arm).
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie"}
+_NOT_FAMILIES = {"base", "load", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
@@ -113,41 +117,101 @@ def _say(line: str) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """'cuda' or 'cpu' for --device auto|cuda|cpu."""
-    if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    """'cuda', 'cuda:N' or 'cpu' for --device auto|cuda|cuda:N|cpu."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, not {device!r}")
     import torch
 
     has_cuda = torch.cuda.is_available()
-    if device == "cuda" and not has_cuda:
+    if kind == "cuda" and not has_cuda:
         raise EnvironmentProblem(
             "--device cuda: torch sees no CUDA GPU; install a CUDA build of torch (https://pytorch.org) "
             "or use --device cpu"
         )
+    if colon and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise EnvironmentProblem(f"--device {device}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+                                 f"(cuda:0 to cuda:{count - 1}); check CUDA_VISIBLE_DEVICES")
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     return device
 
 
 def resolve_quant(quant: str, device: str) -> str:
-    """'4bit', '8bit' or 'none': auto is 4bit on CUDA, none on the CPU."""
+    """'4bit', 'int4', '8bit' or 'none': auto is 4bit on CUDA, none on the CPU."""
     if quant not in QUANTS:
         raise UsageError(f"--quant must be one of {', '.join(QUANTS)}, not {quant!r}")
     if quant == "auto":
-        return "4bit" if device == "cuda" else "none"
+        return "4bit" if device.startswith("cuda") else "none"
+    if device == "cpu" and quant == "int4":
+        raise EnvironmentProblem("--quant int4 needs a CUDA GPU (torchao's int4 kernels); on the CPU use --quant none")
     if device == "cpu" and quant != "none":
         raise UsageError(f"--quant {quant} needs --device cuda (bitsandbytes); on the CPU use --quant none")
     return quant
 
 
-def quantization_config(quant: str, keep_unquantized: tuple[str, ...] = ()):
-    """The BitsAndBytesConfig for 4bit/8bit (None for none); raises if bitsandbytes is missing.
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively: torch's CPU capabilities where it reports them,
+    else the flags of ``/proc/cpuinfo`` (``cpuinfo``: that file's text, for tests)."""
+    if cpuinfo is None:
+        try:
+            import torch
+
+            caps = torch.cpu.get_capabilities()
+            return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+        except Exception:  # noqa: BLE001 - an older torch: read the flags
+            pass
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return any(f in flags for f in CPU_BF16_FLAGS)
+
+
+def cuda_has_bf16() -> bool:
+    """Whether the current CUDA card computes bf16 (compute capability 8.0+: A100, RTX 30xx on)."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The model's torch dtype for --dtype auto|bfloat16|float16|float32 on ``device``
+    ('cuda' or 'cpu'): auto is bf16 on a CUDA card with bf16, else fp16; on the CPU bf16 where
+    the processor computes it natively, else float32."""
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if cuda_has_bf16() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def quantization_config(quant: str, keep_unquantized: tuple[str, ...] = (), dtype=None):
+    """The transformers quantisation config for ``quant`` (None for none): bitsandbytes for
+    4bit (NF4, computing in ``dtype``) and 8bit, torchao for int4; raises EnvironmentProblem
+    when the package is missing.
 
     ``keep_unquantized`` are full module-name prefixes (``model.vision_model``): in
-    transformers 5 ``llm_int8_skip_modules`` matches from the start of a module's name.
+    transformers 5 ``llm_int8_skip_modules`` and ``modules_to_not_convert`` match from the
+    start of a module's name.
     """
     if quant == "none":
         return None
+    if quant == "int4":
+        return int4_config(keep_unquantized, dtype)
     for package in ("bitsandbytes", "accelerate"):
         try:
             importlib.import_module(package)
@@ -164,10 +228,35 @@ def quantization_config(quant: str, keep_unquantized: tuple[str, ...] = ()):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=dtype or torch.bfloat16,
             llm_int8_skip_modules=skip,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def int4_config(keep_unquantized: tuple[str, ...] = (), dtype=None):
+    """torchao int4 weight-only (groups of INT4_GROUP_SIZE, tinygemm's tile-packed layout, which
+    needs bf16 and a card of compute capability 8.0+) as a ``TorchAoConfig``. Unlike
+    bitsandbytes, transformers may compile its decode step (the static cache's graph)."""
+    import torch
+
+    try:
+        import torchao  # noqa: F401
+        from torchao.quantization import Int4WeightOnlyConfig
+    except Exception as exc:  # noqa: BLE001 - missing, or built for another torch
+        raise EnvironmentProblem(
+            f"torchao missing for --quant int4 ({_first_line(exc)}): `pip install torchao` (0.18 pairs with "
+            "torch 2.11+) or use --quant 4bit"
+        ) from None
+    if dtype is not None and dtype != torch.bfloat16:
+        raise EnvironmentProblem(
+            f"--quant int4 computes in bfloat16 only (torchao's int4 kernels), not {str(dtype).replace('torch.', '')}; "
+            "this card lacks bf16 (compute capability < 8.0): use --quant 4bit"
+        )
+    from transformers import TorchAoConfig
+
+    quant_type = Int4WeightOnlyConfig(group_size=INT4_GROUP_SIZE, int4_packing_format="tile_packed_to_4d")
+    return TorchAoConfig(quant_type=quant_type, modules_to_not_convert=list(keep_unquantized) or None)
 
 
 def _offline() -> bool:
@@ -259,14 +348,17 @@ def load_backend(
     trust_remote_code: bool = False,
     say: Callable[[str], None] = _say,
     decode: str = "auto",
+    dtype: str = "auto",
 ) -> Backend:
     """Load ``model`` (hub id or folder; None = the default for the device) as its family's backend.
-    ``decode`` (auto|plain|static) is how it decodes (``resolve_decode``)."""
+    ``decode`` (auto|plain|static) is how it decodes (``resolve_decode``); ``dtype``
+    (auto|bfloat16|float16|float32) the weights' and activations' dtype (``resolve_dtype``)."""
     device = resolve_device(device)
     decode = resolve_decode(decode, device)
     quant = resolve_quant(quant, device)
+    torch_dtype = resolve_dtype(dtype, device)
     if model is None:
-        model = DEFAULT_MODEL if device == "cuda" else DEFAULT_CPU_MODEL
+        model = DEFAULT_MODEL if device.startswith("cuda") else DEFAULT_CPU_MODEL
         if device == "cpu":
             say(f"no CUDA GPU: running {model} on the CPU, unquantised (slow; --model to choose another)")
     _quiet_transformers()
@@ -278,18 +370,17 @@ def load_backend(
 
     import torch
 
-    qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())))
+    qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())), torch_dtype)
     kwargs = dict(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
         local_files_only=local_only,
+        dtype=torch_dtype,
     )
-    if device == "cuda":
-        kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
+    if device.startswith("cuda"):
+        kwargs.update(device_map={"": torch.device(device).index or 0})
         if qconfig is not None:
             kwargs["quantization_config"] = qconfig
-    else:
-        kwargs.update(dtype=torch.float32)
     try:
         load_model = getattr(backend_cls, "load_model", None) or _auto_model
         load_processor = getattr(backend_cls, "load_processor", None) or _auto_processor
@@ -313,7 +404,7 @@ def resolve_decode(decode: str, device) -> str:
     (the static cache is compiled by transformers on CUDA only; on the CPU it only pads)."""
     if decode not in DECODES:
         raise UsageError(f"--decode must be one of {', '.join(DECODES)}, not {decode!r}")
-    kind = getattr(device, "type", device)
+    kind = getattr(device, "type", None) or str(device).partition(":")[0]
     if decode == "auto":
         return "static" if kind == "cuda" else "plain"
     return decode
@@ -341,7 +432,7 @@ def question_bytes(backend: Backend, max_new_tokens: int = 48, images: int = 13)
     if vision is not None:
         vh = int(getattr(vision, "hidden_size", 1024))
         vi = int(getattr(vision, "intermediate_size", 4 * vh))
-        patches = 4 * int(backend.image_tokens_per_image)  # before merging / pixel shuffle
+        patches = backend.patches_per_image_token() * int(backend.image_tokens_per_image)  # before merging
         vision_bytes = images * patches * (4 * vh + 2 * vi) * 2
     logits = max_new_tokens * vocab * 4
     return int(kv + prefill + vision_bytes + logits)
@@ -356,7 +447,7 @@ def default_batch_size(backend: Backend, max_new_tokens: int = 48) -> int:
     import torch
 
     try:
-        free, _ = torch.cuda.mem_get_info()
+        free, _ = torch.cuda.mem_get_info(backend.device)
     except Exception:  # noqa: BLE001 - no reading: the safe side
         return 1
     per = max(1, question_bytes(backend, max_new_tokens))

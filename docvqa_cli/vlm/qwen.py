@@ -145,6 +145,7 @@ class QwenBackend(Backend):
         self.factor = self.patch * self.merge
         self.tile_px = TILE_GROUPS * self.factor
         self.image_tokens_per_image = TILE_GROUPS * TILE_GROUPS
+        self.vision_patches_per_token = self.merge * self.merge
         # Qwen2.5-VL grounds in absolute pixels of its input; Qwen2-VL and Qwen3-VL on 0-1000.
         self.box_scale = "pixels" if self.model_type == "qwen2_5_vl" else "per-mille"
         tok = processor.tokenizer

@@ -42,7 +42,11 @@ import sys
 import warnings
 from typing import Callable, Iterator, Sequence
 
-from docvqa_cli import batch, records
+from docvqa_cli import records
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, failed_record
+from docvqa_cli.batch.local import answer_document
+from docvqa_cli.batch.prefetch import LoadFn, _load_one
+from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import DocqError, EnvironmentProblem, UsageError, one_line
 
 LOAD_RETRIES = 3  # a load task whose worker died is run again this many times
@@ -63,7 +67,8 @@ def require_ray():
 
 def runtime_env() -> dict:
     """Ship this docq package with the job, so every worker runs the driver's code."""
-    return {"py_modules": [os.path.dirname(os.path.abspath(__file__))]}
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # docvqa_cli/
+    return {"py_modules": [package]}
 
 
 def connect(address: str | None) -> bool:
@@ -82,19 +87,19 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({one_line(exc, batch.ERROR_LIMIT)})") from None
+        raise EnvironmentProblem(f"--engine ray: cannot start or join {where} ({one_line(exc, ERROR_LIMIT)})") from None
     return True
 
 
 # --- the Ray stages (they run in Ray workers) ------------------------------------------------
 
-def _load_row(row: dict, load: batch.LoadFn) -> dict:
+def _load_row(row: dict, load: LoadFn) -> dict:
     """CPU task: one document's pages, pickled; or its one-line error. Never raises.
 
     The file is opened by its absolute path (from the driver: a worker's working folder
     is not the user's); the error names it as the user gave it, as in local mode."""
     doc, path = row["doc"], row["path"]
-    pages, error = batch._load_one(load, path)
+    pages, error = _load_one(load, path)
     if error is not None and error.startswith(path) and path != doc:
         error = doc + error[len(path):]
     return {
@@ -113,7 +118,7 @@ class _Answerer:
     restart the actor in vain and hide the message in a traceback: each row then carries
     it as ``fatal`` and the driver raises it, with docq's own message and exit code."""
 
-    def __init__(self, answerer: Callable[[], batch.AnswerFn], keep: float, model_name: str | None):
+    def __init__(self, answerer: Callable[[], AnswerFn], keep: float, model_name: str | None):
         self.fatal = ""
         try:
             self.answer = answerer()
@@ -126,10 +131,10 @@ class _Answerer:
         doc = row["doc"]
         if self.fatal:
             return {"doc": doc, "records": "[]", "fatal": self.fatal}
-        questions = [batch.Question(qid, text) for qid, text in json.loads(row["questions"])]
+        questions = [Question(qid, text) for qid, text in json.loads(row["questions"])]
         error = row["error"] or None
         pages = pickle.loads(row["pages"]) if error is None else None
-        answers = batch.answer_document(doc, pages, error, questions, self.answer, self.keep, self.model_name)
+        answers = answer_document(doc, pages, error, questions, self.answer, self.keep, self.model_name)
         return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False), "fatal": ""}
 
 
@@ -145,9 +150,9 @@ def plan_actors(cluster_gpus: float, device: str | None, actors: int | None) -> 
 
 
 class RayEngine:
-    """A ``batch.Engine`` that runs the pending work on Ray Data (see the module docstring)."""
+    """A ``batch.engine.Engine`` that runs the pending work on Ray Data (see the module docstring)."""
 
-    def __init__(self, load: batch.LoadFn, answerer: Callable[[], batch.AnswerFn], *,
+    def __init__(self, load: LoadFn, answerer: Callable[[], AnswerFn], *,
                  address: str | None = None, device: str | None = None, actors: int | None = None,
                  model_name: str | None = None, say: Callable[[str], None] | None = None):
         require_ray()
@@ -159,7 +164,7 @@ class RayEngine:
         self.model_name = model_name
         self.say = say or (lambda msg: None)
 
-    def __call__(self, todo: Sequence[tuple[str, list[batch.Question]]], keep: float,
+    def __call__(self, todo: Sequence[tuple[str, list[Question]]], keep: float,
                  stop) -> Iterator[tuple[str, list[records.Answer]]]:
         import ray
 
@@ -212,12 +217,12 @@ class RayEngine:
             questions = dict(todo)
             for doc in (d for d, _ in todo if d not in seen):
                 message = f"{doc}: the Ray workers died on it at every try (see Ray's logs)"
-                yield doc, [batch.failed_record(doc, q, message, self.model_name) for q in questions[doc]]
+                yield doc, [failed_record(doc, q, message, self.model_name) for q in questions[doc]]
         except Exception as exc:
             cause = _docq_cause(exc)
             if cause is not None:
                 raise cause from None
-            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({one_line(exc, batch.ERROR_LIMIT)})") from exc
+            raise EnvironmentProblem(f"--engine ray: the Ray job failed ({one_line(exc, ERROR_LIMIT)})") from exc
         finally:
             context.enable_progress_bars, context.print_on_execution_start, context.max_errored_blocks = saved
             try:

@@ -1,0 +1,81 @@
+"""Which documents a ``docq batch`` job reads: files, folders (recursive), globs and - (paths
+on stdin), in a stable order, without repeats. See ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import IO, Callable, Sequence
+
+from docvqa_cli.documents import IMAGE_EXTENSIONS, sniff
+
+DOCUMENT_EXTENSIONS = {".pdf"} | IMAGE_EXTENSIONS
+
+
+def is_document(path: str) -> bool:
+    """Whether a file found in a folder is one to read: by its first bytes, or its extension.
+
+    A file with a document extension is taken even when its content is wrong (an empty or
+    corrupt ``x.pdf``), so that it gets error records instead of vanishing from the job.
+    """
+    if os.path.splitext(path)[1].lower() in DOCUMENT_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return False
+    return sniff(head) is not None
+
+
+def find_documents(
+    specs: Sequence[str], stdin: IO[str] | None = None, warn: Callable[[str], None] = None
+) -> list[str]:
+    """Document paths, in a stable order and without repeats, from files, folders, globs and -.
+
+    A file named on the command line (or on stdin) is always taken; folders are walked
+    recursively (hidden entries skipped) and globs expanded, keeping documents only
+    (``is_document``). A path that does not exist is kept: it becomes error records.
+    """
+    warn = warn or (lambda msg: print(f"docq: {msg}", file=sys.stderr))
+    found: dict[str, None] = {}
+
+    def add(path: str) -> None:
+        found.setdefault(path, None)
+
+    def walk(folder: str) -> None:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(root, name)
+                if is_document(path):
+                    add(path)
+
+    def take(spec: str, literal: bool) -> None:
+        if os.path.isdir(spec):
+            walk(spec)
+        elif os.path.lexists(spec) or literal or not glob.has_magic(spec):
+            add(spec)
+        else:
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                warn(f"{spec}: matches no file")
+            for m in matches:
+                if os.path.isdir(m):
+                    walk(m)
+                elif is_document(m):
+                    add(m)
+
+    for spec in specs:
+        if spec == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            for line in stream:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    take(line, literal=True)
+        else:
+            take(spec, literal=False)
+    return list(found)

@@ -1,0 +1,198 @@
+"""The batch job, top to bottom (``run``): plan what the output lacks, let the engine answer
+it, write and count each record, show progress, annotate; Ctrl-C stops cleanly. See the
+package docstring and ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import IO, Callable, Sequence
+
+from docvqa_cli import records
+from docvqa_cli.options import DEFAULT_KEEP
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, Summary
+from docvqa_cli.batch.local import local_engine
+from docvqa_cli.batch.output import Done, Serialiser
+from docvqa_cli.batch.prefetch import LoadFn
+from docvqa_cli.batch.questions import Question
+from docvqa_cli.errors import one_line
+
+class _Stop:
+    """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.flag = False
+        self.say = say
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        self.say("stopping after the record in flight (Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary: Summary,
+         say: Callable[[str], None]) -> list[tuple[str, list[Question]]]:
+    """Per document, the questions not yet in the output (documents with none are dropped)."""
+    texts = {q.id: q.text for q in questions}
+    changed = sorted({qid for (_, qid), (text, _) in done.pairs.items()
+                      if qid in texts and text and text != texts[qid]})
+    if changed:
+        say(f"the output holds other wording for {', '.join(changed)}; ids of a .txt question file "
+            "follow line order, so add new questions at the end (or give ids in JSONL / CSV)")
+    todo = []
+    for d in docs:
+        pending = []
+        for q in questions:
+            previous = done.pairs.get((d, q.id))
+            if previous is None:
+                pending.append(q)
+            else:
+                summary.skipped += 1
+                summary.skipped_errors += previous[1]
+        if pending:
+            todo.append((d, pending))
+    return todo
+
+
+def run(
+    questions: Sequence[Question],
+    docs: Sequence[str],
+    *,
+    load: LoadFn | None = None,
+    answerer: Callable[[], AnswerFn] | None = None,
+    output,
+    serialiser: Serialiser,
+    keep: float = DEFAULT_KEEP,
+    jobs: int = 1,
+    executor: str = "thread",
+    model_name: str | None = None,
+    progress: bool = False,
+    stderr: IO[str] | None = None,
+    annotate_dir: str | None = None,
+    password: str | None = None,
+    engine: Engine | None = None,
+) -> Summary:
+    """Answer every (document, question) pair not yet in ``output``, one record each.
+
+    ``engine`` does the work (default: ``local_engine(load, answerer, jobs, executor)``;
+    ``answerer()`` makes the answer step and loads the model, only when there is work
+    left). Environment and usage problems propagate; every other failure is a record. A
+    record whose pair was already written is dropped (an engine that retries work may
+    deliver it twice). With ``annotate_dir``, each document's answers of this run are also
+    highlighted in a PDF copy there (``annotated_path``).
+    """
+    stderr = stderr or sys.stderr
+
+    def say(msg: str) -> None:
+        print(f"docq: {msg}", file=stderr, flush=True)
+
+    started = time.perf_counter()
+    summary = Summary(documents=len(docs), repaired_bytes=output.done.repaired_bytes)
+    if output.done.repaired_bytes:
+        say(f"repaired the output: cut a torn last record ({output.done.repaired_bytes} bytes)")
+    if output.done.bad_lines:
+        say(f"{output.done.bad_lines} unreadable lines in the output were left as they are; their pairs are answered again")
+    todo = plan(questions, docs, output.done, summary, say)
+    if not todo:
+        summary.seconds = time.perf_counter() - started
+        return summary
+    if engine is None:
+        engine = local_engine(load, answerer, jobs, executor, model_name)
+
+    doc_records: list[records.Answer] = []
+    written: set[tuple[str, str]] = set()
+
+    def emit(ans: records.Answer) -> None:
+        if (ans.doc, ans.question_id) in written:
+            return
+        written.add((ans.doc, ans.question_id))
+        doc_records.append(ans)
+        text = serialiser.record(ans)
+        if serialiser.fmt == "csv" and output.size == 0:
+            text = (serialiser.header or "") + text
+        output.write(text)
+        if ans.error:
+            summary.errors += 1
+        else:
+            summary.answered += 1
+            summary.tiles_kept += ans.tiles_kept or 0
+            summary.tiles_total += ans.tiles_total or 0
+        if bar is not None:
+            bar.update(1)
+
+    bar = None
+    stream = None
+    try:
+        with _Stop(say) as stop:
+            stream = engine(todo, keep, stop)
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=sum(len(p) for _, p in todo), unit="q", file=stderr, dynamic_ncols=True,
+                           smoothing=0.1, desc="questions", postfix={"docs": f"0/{len(todo)}"})
+            for doc, doc_answers in stream:
+                doc_records.clear()
+                for ans in doc_answers:
+                    emit(ans)
+                    if stop.flag:
+                        break
+                summary.documents_done += 1
+                if annotate_dir and doc_records and any(not a.error for a in doc_records):
+                    _annotate(doc, list(doc_records), annotate_dir, password, say)
+                if bar is not None:
+                    bar.set_postfix(docs=f"{summary.documents_done}/{len(todo)}", errors=summary.errors, refresh=False)
+                if stop.flag:
+                    summary.interrupted = True
+                    break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
+        if bar is not None:
+            bar.close()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def annotated_path(doc: str, folder: str) -> str:
+    """Where the annotated copy of ``doc`` goes: its path made into one file name, so two
+    documents with the same name in different folders do not overwrite each other."""
+    rel = os.path.splitdrive(os.path.normpath(doc))[1].lstrip(os.sep)
+    rel = rel.replace("..", "_").replace(os.sep, "__")
+    if not rel.lower().endswith(".pdf"):  # scan.png -> scan.png.pdf (never clashes with scan.pdf)
+        rel += ".pdf"
+    return os.path.join(folder, rel)
+
+
+def _annotate(doc: str, answers: list[records.Answer], folder: str, password: str | None, say) -> None:
+    from docvqa_cli import annotate
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        annotate.write(doc, answers, annotated_path(doc, folder), password=password)
+    except Exception as exc:  # the records are written; a failed picture must not stop the batch
+        say(f"{doc}: no annotated copy ({one_line(exc, ERROR_LIMIT)})")
+
+
+def resume_hint(argv: Sequence[str] | None = None) -> str:
+    import shlex
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [a for a in argv if a != "--overwrite"]
+    return "docq " + shlex.join(argv)

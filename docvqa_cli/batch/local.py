@@ -1,0 +1,169 @@
+"""The local engine: this process answers, workers load the next documents meanwhile;
+one document's records with the out-of-memory retry (``answer_document``), shared with the
+Ray engine. See ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterator, Sequence
+
+from docvqa_cli import records
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, failed_record
+from docvqa_cli.batch.prefetch import LoadFn, Prefetcher
+from docvqa_cli.batch.questions import Question
+from docvqa_cli.errors import EnvironmentProblem, UsageError, one_line
+
+# On a CUDA out-of-memory, a question is tried again with these fractions of --keep.
+OOM_RETRY_FACTORS = (0.5, 0.25)
+
+
+def _oom_text(message: str) -> bool:
+    """Whether an error message is an out-of-memory (torch.cuda.OutOfMemoryError and kin)."""
+    return "OutOfMemoryError" in message or "out of memory" in message.lower()
+
+
+def _free_cuda() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], answer: AnswerFn,
+                    keep: float, model_name: str | None = None, stop=None) -> Iterator[records.Answer]:
+    """One document's records: one per question, errors as records, never a gap.
+
+    ``pages`` are the loaded pages, or None with ``error`` (the load's one-line message):
+    then every question gets that error. An out-of-memory is retried with fewer tiles
+    (``_retry``); a question the answer step skipped gets an error record. ``stop.flag``
+    (Ctrl-C) ends the document early; the caller resumes it later."""
+    model_name = getattr(answer, "model_name", None) or model_name
+
+    def failed(d, q, message):
+        return failed_record(d, q, message, model_name)
+
+    pending = {q.id: q for q in questions}
+    if error is not None:
+        for q in list(pending.values()):
+            del pending[q.id]
+            yield failed(doc, q, error)
+        return
+    stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
+    while pending and not stopped():
+        try:
+            for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
+                pending_q = pending.pop(ans.question_id, None)
+                if pending_q is None:
+                    continue
+                ans.doc = doc
+                if ans.error and _oom_text(ans.error):  # the answer step recorded it
+                    ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
+                yield ans
+                if stopped():
+                    break
+            else:
+                # The answer step skipped a question: record it, never leave a gap.
+                for q in list(pending.values()):
+                    del pending[q.id]
+                    yield failed(doc, q, f"{doc}: the model gave no answer")
+        except (EnvironmentProblem, UsageError):
+            raise
+        except Exception as exc:
+            if not pending:
+                break
+            q = pending.pop(next(iter(pending)))
+            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), pages, answer, keep, failed)
+
+
+def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, executor: str = "thread",
+                 model_name: str | None = None) -> Engine:
+    """This process answers; ``jobs`` workers load the next documents meanwhile
+    (``Prefetcher``). Where the answer step can (``answer.many``), the questions of
+    consecutive documents share forwards: documents are gathered until they hold
+    ``answer.batch_size`` questions, answered together, then yielded one by one."""
+
+    def engine(todo, keep, stop):
+        loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
+        try:
+            answer = answerer()
+            size = getattr(answer, "batch_size", 1)
+            many = getattr(answer, "many", None) if size > 1 else None
+            group: list = []
+
+            def flush():
+                ready = [(doc, pages, qs) for doc, pages, error, qs in group if error is None]
+                answered = iter(_answer_many(many, ready, keep) if len(ready) > 1 else [None] * len(ready))
+                for doc, pages, error, qs in group:
+                    first = next(answered) if error is None else None
+                    step = _replay(first, answer) if first is not None else answer
+                    yield doc, answer_document(doc, pages, error, qs, step, keep, model_name, stop)
+                group.clear()
+
+            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+                if many is None:
+                    yield doc, answer_document(doc, pages, error, questions_left, answer, keep, model_name, stop)
+                    continue
+                group.append((doc, pages, error, questions_left))
+                if sum(len(g[3]) for g in group if g[2] is None) >= size or stop.flag:
+                    yield from flush()
+            if group:
+                yield from flush()
+        finally:
+            loads.close()
+
+    return engine
+
+
+def _answer_many(many, ready, keep) -> list:
+    """The records of several documents answered together; on any failure, None for each
+    (each document is then answered on its own, where its errors become its records)."""
+    try:
+        return many([(doc, pages, [(q.id, q.text) for q in qs]) for doc, pages, qs in ready], keep)
+    except (EnvironmentProblem, UsageError):
+        raise
+    except Exception:
+        return [None] * len(ready)
+
+
+def _replay(records_: list, answer: AnswerFn) -> AnswerFn:
+    """An answer step that gives back records already computed for a document's first call
+    (``answer_document``), and answers anew (retries) after that."""
+    state = {"first": True}
+
+    def step(pages, questions, keep):
+        if state["first"]:
+            state["first"] = False
+            wanted = {qid for qid, _ in questions}
+            return iter([r for r in records_ if r.question_id in wanted])
+        return answer(pages, questions, keep)
+
+    step.model_name = getattr(answer, "model_name", None)
+    return step
+
+
+def _retry(doc, q, message: str, pages, answer, keep, failed) -> records.Answer:
+    """After question ``q`` failed with ``message``: on out-of-memory, try it again with fewer
+    tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too, record the error."""
+    if not _oom_text(message):
+        return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}")
+    for factor in OOM_RETRY_FACTORS:
+        _free_cuda()
+        try:
+            ans = next(iter(answer(pages, [(q.id, q.text)], keep * factor)), None)
+        except (EnvironmentProblem, UsageError):
+            raise
+        except Exception as exc:
+            message = one_line(exc, ERROR_LIMIT)
+        else:
+            if ans is None:
+                message = "the model gave no answer"
+            elif not ans.error:
+                ans.doc = doc
+                return ans
+            else:
+                message = ans.error
+        if not _oom_text(message):
+            break
+    _free_cuda()
+    if _oom_text(message):
+        message = f"out of memory, also with fewer tiles (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+    return failed(doc, q, f"{doc}: {message}")

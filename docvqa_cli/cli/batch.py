@@ -1,0 +1,96 @@
+"""``docq batch``: every question over every document, resumably."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from docvqa_cli.cli.common import (answer_options, document_keywords, handle_errors, model_options, output_options,
+                                   read_options)
+from docvqa_cli.errors import ExitCode
+
+
+@click.command()
+@click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
+@click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
+@output_options("output", "format",
+                output={"help": "Append records to this file and resume from it: pairs already in it are skipped."},
+                format={"type": click.Choice(["jsonl", "csv"])})
+@click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
+@click.option("--jobs", type=click.IntRange(0, 64), default=None,
+              help="Workers that render and OCR the next documents while the model answers "
+                   "(0: none; default: a quarter of the CPU cores, 1 to 4).")
+@click.option("--progress", is_flag=True, help="Show progress on stderr even when it is not a terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
+@model_options()
+@answer_options()
+@output_options("csv_raw")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write, into this folder, a PDF copy of each document with its answers highlighted.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: Ray Data tasks load documents and one model actor per GPU "
+                   "answers (pip install 'docq[ray]').")
+@click.option("--address", default=None, metavar="ADDR",
+              help="--engine ray: the Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+                   "default: start Ray on this machine.")
+@read_options()
+@handle_errors
+def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, answer, annotate_dir, engine,
+          address, read):
+    """Answer every question of QUESTIONS over every document of DOCS, resumably.
+
+    QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
+    and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
+    """
+    from docvqa_cli import batch as batch_mod
+    from docvqa_cli import documents, ocr, pipeline
+    from docvqa_cli.errors import UsageError
+    from docvqa_cli.records import check_output, format_for
+
+    output = out.output
+    if overwrite and not output:
+        raise UsageError("--overwrite needs -o FILE")
+    if address and engine != "ray":
+        raise UsageError("--address needs --engine ray")
+    if engine == "ray" and ":" in model.device:
+        raise UsageError(f"--device {model.device} with --engine ray: Ray gives each model actor its own GPU; "
+                         "use --device cuda (or auto)")
+    ocr.check(read.ocr, read.ocr_lang)
+    questions = batch_mod.read_questions(questions_file)
+    paths = batch_mod.find_documents(docs)
+    if not paths:
+        raise UsageError("DOCS: no documents found")
+    jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
+    if output:
+        check_output(output, "-o", inputs=[questions_file, *paths])
+    fmt = format_for(output, out.format)
+    load = functools.partial(documents.load, **document_keywords(read))
+    answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
+                                        answer.prompt, answer.max_new_tokens, answer.batch_size)
+    runner = None
+    if engine == "ray":
+        from docvqa_cli.batch import ray as ray_engine
+
+        runner = ray_engine.RayEngine(load, answerer, address=address, device=model.device, model_name=model.model,
+                                      say=None if quiet else lambda msg: click.echo(f"docq: {msg}", err=True))
+    sink = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
+    try:
+        summary = batch_mod.run(
+            questions, paths, load=load, output=sink, serialiser=batch_mod.Serialiser(fmt, csv_raw=out.csv_raw),
+            keep=answer.keep, jobs=jobs, annotate_dir=annotate_dir, password=read.password, answerer=answerer,
+            engine=runner, model_name=model.model, progress=not quiet and (progress or sys.stderr.isatty()),
+        )
+    finally:
+        sink.close()
+    if not quiet:
+        click.echo(f"docq: {summary.line()}", err=True)
+    if summary.interrupted:
+        if output:
+            click.echo(f"docq: interrupted; {output} holds every finished record. To resume, run the same "
+                       f"command again:\n  {batch_mod.resume_hint()}", err=True)
+        else:
+            click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
+        return ExitCode.ctrl_c
+    return ExitCode.partial if summary.job_has_errors else ExitCode.ok

@@ -1,0 +1,84 @@
+"""What a question asks for: the phrases to look for, the kinds of value, the usual place.
+
+``parse_question(text) -> Query``: the question's terms, the fields of ``fields.json`` it
+names ("invoice number", "how much"), their labels and synonyms as weighted phrases, the
+kinds of value wanted (amount, date, id, ...) and where the field usually sits.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Sequence
+
+from docvqa_cli.relevance.vocabulary import tokens, vocabulary
+
+_WH_TYPES = {("when",): "date", ("how", "much"): "amount", ("how", "many"): "amount",
+             ("who",): "name", ("where",): "address", ("what", "time"): "time"}
+
+
+@dataclass
+class Query:
+    """What a question asks for: phrases to look for (token tuples with weights), value types."""
+
+    text: str
+    terms: list[str]
+    fields: list[str]
+    phrases: dict[tuple, float]
+    types: tuple[str, ...]
+    where: str | None
+    hints: frozenset
+
+    @property
+    def vocab(self) -> set[str]:
+        return {t for p in self.phrases for t in p}
+
+
+def _contains(seq: Sequence[str], phrase: Sequence[str]) -> bool:
+    n = len(phrase)
+    return any(tuple(seq[i:i + n]) == tuple(phrase) for i in range(len(seq) - n + 1))
+
+
+@functools.lru_cache(maxsize=256)
+def parse_question(question: str) -> Query:
+    """Turn a question into the phrases, value types and place its answer is likely to have."""
+    voc = vocabulary()
+    toks = tokens(question)
+    terms = [t for t in toks if t not in voc.stopwords]
+    fields = [name for name, spec in voc.fields.items() if any(_contains(toks, a) for a in spec["ask"])]
+    # "invoice date" asks for a date; the id field only when no more specific field matched.
+    if "invoice_number" in fields and len(fields) > 1:
+        specific = [a for a in voc.fields["invoice_number"]["ask"] if len(a) > 1]
+        if not any(_contains(toks, a) for a in specific):
+            fields.remove("invoice_number")
+    phrases: dict[tuple, float] = {}
+
+    def add(p: tuple, w: float) -> None:
+        if p and w > phrases.get(p, 0.0):
+            phrases[p] = w
+
+    for name in fields:
+        for label in voc.fields[name]["labels"]:
+            add(label, 1.0 if len(label) > 1 else (0.4 if len(label[0]) <= 2 or label[0] == "#" else 0.8))
+        for label in voc.fields[name]["weak_labels"]:
+            add(label, 0.5)
+    weak = {lab for n in fields for lab in voc.fields[n]["weak_labels"]}
+    for t in terms:
+        add((t,), 0.5 if (t,) in weak else (0.6 if len(t) > 2 else 0.3))
+        for syn in voc.synonyms.get((t,), []):
+            add(syn, 0.5 if len(syn) == 1 and len(syn[0]) > 2 else (0.9 if len(syn) > 1 else 0.3))
+    for a, b in zip(terms, terms[1:]):  # question bigrams and their synonym forms
+        for pa in voc.synonyms.get((a,), [(a,)]) or [(a,)]:
+            for pb in voc.synonyms.get((b,), [(b,)]) or [(b,)]:
+                add(pa + pb, 1.0)
+        add((a, b), 1.0)
+    types: list[str] = []
+    for name in fields:
+        types.extend(t for t in voc.fields[name]["types"] if t not in types)
+    for cue, typ in _WH_TYPES.items():
+        if _contains(toks, cue) and typ not in types:
+            types.append(typ)
+    where = next((voc.fields[n]["where"] for n in fields if voc.fields[n]["where"]), None)
+    hints = frozenset().union(*(voc.fields[n]["hints"] for n in fields)) if fields else frozenset()
+    return Query(question, terms, fields, phrases, tuple(types), where, hints)
+

@@ -1,0 +1,97 @@
+"""Words as relevance sees them: tokens, their stems, and the field vocabulary.
+
+``tokens(text)`` is the one normaliser for question and page words (lower case, no
+punctuation, stemmed); ``vocabulary()`` is ``docvqa_cli/data/fields.json`` in those tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_TOKEN = re.compile(r"[^\W_]+|[#$€£¥₹%@]|n°|nº", re.UNICODE)
+_CONFUSE = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b", "|": "l"})
+
+
+def _stem(tok: str) -> str:
+    if len(tok) > 3 and tok.isalpha():
+        if tok.endswith("ies") and len(tok) > 4:
+            return tok[:-3] + "y"
+        if tok.endswith("sses"):
+            return tok[:-2]
+        if tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
+            return tok[:-1]
+    return tok
+
+
+def _raw_tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised tokens of ``text``: lower case, no punctuation, singular."""
+    return [_stem(t) for t in _raw_tokens(text)]
+
+
+def _deletions(tok: str) -> set[str]:
+    return {tok[:i] + tok[i + 1:] for i in range(len(tok))}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    stopwords: frozenset
+    synonyms: dict  # token tuple -> list of token tuples (its group)
+    fields: dict  # name -> dict(ask, labels, types, where, hints) with token tuples
+    months: tuple
+    currencies: tuple
+    name_suffixes: frozenset
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary() -> Vocabulary:
+    """The field vocabulary of ``docvqa_cli/data/fields.json``, tokenised."""
+    raw = json.loads(resources.files("docvqa_cli").joinpath("data/fields.json").read_text("utf-8"))
+    synonyms: dict[tuple, list[tuple]] = {}
+    for group in raw["synonyms"]:
+        toks = [tuple(tokens(g)) for g in group if tokens(g)]
+        for t in toks:
+            synonyms.setdefault(t, [])
+            synonyms[t].extend(x for x in toks if x not in synonyms[t])
+    fields = {}
+    for name, spec in raw["fields"].items():
+        fields[name] = {
+            "ask": [tuple(tokens(a)) for a in spec.get("ask", []) if tokens(a)],
+            "labels": [tuple(tokens(a)) for a in spec.get("labels", []) if tokens(a)],
+            "weak_labels": [tuple(tokens(a)) for a in spec.get("weak_labels", []) if tokens(a)],
+            "types": tuple(spec.get("types", [])),
+            "where": spec.get("where"),
+            "hints": frozenset(tokens(" ".join(spec.get("hints", [])))),
+        }
+    return Vocabulary(
+        stopwords=frozenset(tokens(" ".join(raw["stopwords"]))),
+        synonyms=synonyms,
+        fields=fields,
+        months=tuple(sorted({m.lower() for m in raw["months"]}, key=len, reverse=True)),
+        currencies=tuple(sorted({c.lower() for c in raw["currencies"]}, key=len, reverse=True)),
+        name_suffixes=frozenset(tuple(tokens(s)) for s in raw["name_suffixes"]),
+    )
+
+
+
+@functools.lru_cache(maxsize=65536)
+def word_tokens(text: str) -> tuple[str, ...]:
+    """``tokens(text)`` as a tuple, cached: the tokens of one page word."""
+    return tuple(_stem(t) for t in _raw_tokens(text))
+
+
+@functools.lru_cache(maxsize=1)
+def CURRENCY_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
+    return frozenset(t for c in vocabulary().currencies for t in _raw_tokens(c))
+
+
+@functools.lru_cache(maxsize=1)
+def MONTH_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
+    return frozenset(t for m in vocabulary().months for t in _raw_tokens(m))

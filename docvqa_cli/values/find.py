@@ -1,0 +1,117 @@
+"""Every value printed in a text, and the one value a short text is.
+
+``find_values(text)`` returns the values in ``text`` left to right, none overlapping, the
+more specific kind first: dates, times, durations, percentages, ids that mix letters and
+digits, amounts (a number with a currency, or with two decimals), then plain numbers.
+``parse(text, kind)`` reads a text that is one value of ``kind`` (or of any kind).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from docvqa_cli.values.dates import find_dates, find_times, parse_date, parse_time
+from docvqa_cli.values.durations import find_durations, parse_duration
+from docvqa_cli.values.kinds import Amount, Value
+from docvqa_cli.values.numbers import parse_amount, parse_id, parse_number, parse_percent
+from docvqa_cli.values.vocab import CURRENCY_RE
+
+KINDS = ("date", "time", "duration", "percent", "amount", "number", "id")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A value found in a text: ``text[start:end]`` prints ``value`` (of ``value.kind``)."""
+
+    start: int
+    end: int
+    value: Value
+
+    @property
+    def kind(self) -> str:
+        return self.value.kind
+
+
+_MINUS = "-−–"
+# Digits and marks; a space only next to a mark (OCR's "11. 80"), or a thin/no-break space.
+_BODY = r"\d(?:[\d'’\u00a0\u202f]|[.,]\s?(?=\d)|\s(?=[.,]\s?\d))*"
+_CUR = CURRENCY_RE.pattern
+_NUMBER_IN_TEXT = re.compile(
+    r"(?:(?<![\w.,])[%s+](?=\s?(?:\d|%s)))?\s?(?:(?P<cur1>(?:%s)\.?\s?)|(?<![\w.,]))(?P<lp>\()?(?P<body>%s)(?![\w]|[.,]\d)"
+    r"(?P<rp>\))?(?P<trail>-(?![\w]))?(?:\s?(?P<cur2>%s))?" % (_MINUS, _CUR, _CUR, _BODY, _CUR),
+    re.IGNORECASE,
+)
+_PERCENT_IN_TEXT = re.compile(r"(?<![\w.,])[%s+]?%s\s*(?:%%|per\s?cent(?![^\W\d_])|pct(?![^\W\d_]))" % (_MINUS, _BODY),
+                              re.IGNORECASE)
+_ID_IN_TEXT = re.compile(r"(?<![\w/.-])#?[^\W_][\w/.-]*[^\W_](?![\w/-])")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th|er|e|o)$", re.IGNORECASE)
+_CENTS = re.compile(r"\d\s?[.,]\s?\d{2}(?!\d)")
+
+
+def find_values(text: str) -> list[Found]:
+    """The values printed in ``text``, left to right, none overlapping."""
+    found: list[Found] = []
+
+    def free(a: int, b: int) -> bool:
+        return all(f.end <= a or f.start >= b for f in found)
+
+    for finder in (find_dates, find_times, find_durations):
+        for a, b, v in finder(text):
+            if free(a, b):
+                found.append(Found(a, b, v))
+    for m in _PERCENT_IN_TEXT.finditer(text):
+        v = parse_percent(m.group())
+        if v and free(*m.span()):
+            found.append(Found(m.start(), m.end(), v))
+    for m in _ID_IN_TEXT.finditer(text):
+        tok = m.group()
+        mixed = any(ch.isalpha() for ch in tok) or re.search(r"\d[/-]\d", tok)
+        if (any(ch.isdigit() for ch in tok) and mixed and not _ORDINAL.match(tok)
+                and parse_amount(tok) is None and free(*m.span())):
+            v = parse_id(tok)
+            if v:
+                found.append(Found(m.start(), m.end(), v))
+    for m in _NUMBER_IN_TEXT.finditer(text):
+        a, b = m.span()
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if not free(a, b):
+            a, b = m.span("body")
+            if not free(a, b):
+                continue
+            v = parse_number(m.group("body"))
+        else:
+            s = text[a:b]
+            cur = m.group("cur1") or m.group("cur2")
+            v = parse_amount(s) if (cur or _CENTS.search(m.group("body"))) else parse_number(s)
+            if v is None:
+                v = parse_number(m.group("body"))
+                a, b = m.span("body")
+        if v is not None:
+            found.append(Found(a, b, v))
+    return sorted(found, key=lambda f: f.start)
+
+
+_PARSERS = {
+    "date": parse_date, "time": parse_time, "duration": parse_duration, "percent": parse_percent,
+    "amount": parse_amount, "number": parse_number, "id": parse_id,
+}
+
+
+def parse(text: str, kind: str | None = None) -> Value | None:
+    """The value a text is: of ``kind`` when given (one of ``KINDS``), else the first kind
+    that reads the whole text (dates before amounts before ids). None when it is no value."""
+    if kind is not None:
+        if kind not in _PARSERS:
+            raise ValueError(f"unknown value kind {kind!r}: use one of {', '.join(KINDS)}")
+        return _PARSERS[kind](text)
+    for k in KINDS:
+        v = _PARSERS[k](text)
+        if v is not None:
+            if k == "amount" and isinstance(v, Amount) and v.symbol is None and not _CENTS.search(text.strip()):
+                continue  # a bare number without cents is a number
+            return v
+    return None
