@@ -16,11 +16,13 @@ flat in the page count past the cap (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+from docvqa_cli.options import DEFAULT_MAX_IMAGES
 from docvqa_cli.relevance import TileScore
 
-# Enough for the usual one- to three-page invoice at the default keep (a page of 12 tiles
-# keeps 6, plus its overview), small enough that a CPU holds the prompt of any document.
-DEFAULT_MAX_IMAGES = 24
+# DEFAULT_MAX_IMAGES (options.py): enough for the usual one- to three-page invoice at the
+# default keep (a page of 12 tiles keeps 6, plus its overview), small enough that a CPU holds
+# the prompt of any document.
+__all__ = ["DEFAULT_MAX_IMAGES", "cap", "images"]
 
 
 def images(kept: list[TileScore]) -> int:

@@ -28,8 +28,7 @@ from multiprocessing.connection import Connection
 
 from docvqa_cli import documents
 from docvqa_cli.errors import DocqError, InputError
-
-DEFAULT_DOC_TIMEOUT = 300.0  # seconds without a page done; generous: OCR of a dense A4 page takes ~3 s
+from docvqa_cli.options import DEFAULT_DOC_TIMEOUT
 
 
 def _child(conn: Connection) -> None:
@@ -111,6 +110,12 @@ class TimedLoader:
         except BaseException:  # Ctrl-C or anything unexpected: never leave a child reading
             self._retire(worker)
             raise
+
+    def __getstate__(self):  # to a loading process or a Ray task: the settings, not the children
+        return {"timeout": self.timeout, "warn": self.warn, "options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["timeout"], state["warn"], **state["options"])
 
     def _worker(self) -> _Worker:
         worker = getattr(self._local, "worker", None)

@@ -45,7 +45,7 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
     and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
     """
     from docvqa_cli import batch as batch_mod
-    from docvqa_cli import documents, ocr, pipeline
+    from docvqa_cli import ocr, pipeline
     from docvqa_cli.errors import UsageError
     from docvqa_cli.records import check_output, format_for
 
@@ -66,7 +66,9 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
     if output:
         check_output(output, "-o", inputs=[questions_file, *paths])
     fmt = format_for(output, out.format)
-    load = functools.partial(documents.load, **document_keywords(read))
+    from docvqa_cli.reader import TimedLoader
+
+    load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
                                         answer.prompt, answer.max_new_tokens, answer.batch_size)
     runner = None
@@ -84,6 +86,7 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
         )
     finally:
         sink.close()
+        load.close()
     if not quiet:
         click.echo(f"docq: {summary.line()}", err=True)
     if summary.interrupted:

@@ -120,6 +120,10 @@ _READ = {
                                   "languages (docq doctor shows what is installed).")),
     "ocr_lang": (("--ocr-lang",), dict(default=opt.ReadOptions.ocr_lang, show_default=True,
                                        help="OCR language(s), tesseract codes, e.g. eng+deu (--ocr tesseract).")),
+    "doc_timeout": (("--doc-timeout",), dict(type=click.FloatRange(0), default=opt.ReadOptions.doc_timeout,
+                                             show_default=True, metavar="SECONDS",
+                                             help="Give a document up (an error record) when reading it finishes "
+                                                  "no page for this long; 0: no limit.")),
 }
 
 _MODEL = {
@@ -217,6 +221,11 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None):
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
+    if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
+        from docvqa_cli.reader import TimedLoader
+
+        with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
+            return loader(doc)
     return documents.load(doc, data=data, **document_keywords(read))
 
 
