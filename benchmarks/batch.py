@@ -102,9 +102,7 @@ def main() -> None:
     questions = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
                  batch.Question("q3", "What is the date of the invoice?")]
 
-    def answer(pages, qs, keep):
-        return pipeline.answer_questions(pages, qs, backend, keep=keep, prompt=template,
-                                         max_new_tokens=args.max_new_tokens)
+    step = pipeline.Answerer.build(backend, template, args.max_new_tokens, batch_size=1)
 
     load = functools.partial(counting_load if args.executor == "thread" else documents.load, ocr="rapidocr")
     print(f"# {args.docs} documents x {len(questions)} questions, tiny Idefics3 on CPU "
@@ -116,7 +114,7 @@ def main() -> None:
         RENDERS.clear()
         out = TimedOutput(str(tmp / f"out-{engine_name}-{jobs}.jsonl"), "jsonl", overwrite=True)
         t = time.perf_counter()
-        s = batch.run(questions, docs, load=load, answerer=lambda: answer, output=out, engine=engine,
+        s = batch.run(questions, docs, load=load, answerer=lambda: step, output=out, engine=engine,
                       serialiser=batch.Serialiser("jsonl"), jobs=jobs, executor=args.executor, stderr=io.StringIO())
         dt = time.perf_counter() - t
         out.close()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import documents, grounding  # noqa: E402
+from docvqa_cli import documents, grounding, values  # noqa: E402
 from docvqa_cli.grounding import norm_text  # noqa: E402
 
 RECEIPT_FIELDS = ("total", "date", "company", "address")
@@ -66,7 +66,7 @@ def receipt_pages(data: Path, use_cache: bool) -> dict[str, list[documents.Page]
         t = time.perf_counter()
         pages = documents.load(path)
         for p in pages:
-            p.image = None  # grounding needs words and sizes only
+            p._image, p.render = None, None  # grounding needs words and sizes only
         result[Path(path).stem] = pages
         print(f"  OCR {Path(path).name}: {len(pages[0].words)} words, {time.perf_counter() - t:.1f} s",
               file=sys.stderr)
@@ -109,7 +109,7 @@ def inside(box, rects, pad=1.0) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"))
+    ap.add_argument("--data", default=str(next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()), ROOT.parent / "shared") / "data" / "dev"))
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -150,8 +150,10 @@ def main() -> int:
         key = json.loads((data / "sroie" / "key" / f"{other}.json").read_text())
         for field in ("total", "date", "company"):
             answer = key[field]
-            if norm_text(answer) in transcript or grounding.parse_amount(answer) & {
-                    v for w in pages_by_id[rid][0].words for v in grounding.parse_amount(w.text)}:
+            amount = values.parse_amount(answer)
+            if norm_text(answer) in transcript or amount and any(
+                    values.same_value(amount, v) for w in pages_by_id[rid][0].words
+                    for v in [values.parse_amount(w.text)] if v):
                 continue  # printed here too
             found = grounding.find_all(answer, pages_by_id[rid])
             got = " | ".join(w.text for w in found[0].words) if found else None

@@ -1,7 +1,8 @@
 """Recall of text-guided tile selection on the dev set, beside random and centre baselines.
 
 For each dev receipt (company, date, address, total) and each dev invoice (amount, date,
-invoice number, where the value is printed), the answer region is the box of the words
+invoice number, where the value is printed), and for the questions of the sample contract
+(``sample_docs/contract.pdf``, reported apart: the dev set has no contract), the answer region is the box of the words
 that hold the answer: receipts, the ``box/NNN.csv`` line(s) of the answer; invoices, the
 words of the page that spell the value. Recall is the share of questions whose whole
 answer region lies in the kept tiles (each of its boxes covered by the union of kept
@@ -48,6 +49,21 @@ INVOICE_QUESTIONS = {
     "date": "What is the invoice date?",
     "invoice_number": "What is the invoice number?",
 }
+# The sample contract (sample_docs/contract.pdf, five pages; its README lists the answers):
+# question, the answer as printed, the page that prints it (None: wherever it is printed).
+CONTRACT_QUESTIONS = [
+    ("Who is the provider?", "Bluefield Analytics GmbH", None),
+    ("Who is the client?", "Marlow & Finch Retail plc", None),
+    ("When was the agreement made?", "3 June 2024", 1),
+    ("How long is the initial term?", "twenty-four (24) months", 2),
+    ("When does the initial term end?", "2 June 2026", 2),
+    ("What is the monthly fee?", "EUR 4,750.00", 3),
+    ("What is the set-up fee?", "EUR 12,400.00", 3),
+    ("Within how many days must invoices be paid?", "thirty (30) days", 3),
+    ("Which law governs the agreement?", "the laws of England and Wales", 4),
+    ("Which state's law governs the agreement?", "the laws of England and Wales", 4),
+    ("Who signed for the client?", "Daniel Okafor", 5),
+]
 MONTHS = {
     1: ["january", "jan", "januar", "janvier"], 2: ["february", "feb", "februar"], 3: ["march", "mar", "märz"],
     4: ["april", "apr"], 5: ["may", "mai"], 6: ["june", "jun", "juni"], 7: ["july", "jul", "juli"],
@@ -211,6 +227,21 @@ def invoice_questions(data: Path) -> tuple[dict[str, list], list[Question], list
     return pages_by_doc, qs, missing
 
 
+# --- the sample contract ---------------------------------------------------------------------
+
+def contract_questions() -> tuple[dict[str, list], list[Question], list[str]]:
+    pdf = str(ROOT / "sample_docs" / "contract.pdf")
+    doc_pages = documents.load(pdf)
+    qs, missing = [], []
+    for i, (question, answer, page) in enumerate(CONTRACT_QUESTIONS):
+        alts = [a for p in doc_pages if page in (None, p.number) for a in _find_spans(p, {_norm(answer)})]
+        if not alts:
+            missing.append(f"contract: {answer!r} not found on page {page}; skipped")
+            continue
+        qs.append(Question(pdf, f"q{i + 1:02d}", question, alts))
+    return {pdf: doc_pages}, qs, missing
+
+
 # --- selection methods ----------------------------------------------------------------------
 
 def _covered(box, page, kept_boxes) -> bool:
@@ -285,8 +316,10 @@ def run(args) -> int:
     receipts = receipt_pages(data, cache_file)
     rq, miss_r = receipt_questions(data, receipts)
     invoices, iq, miss_i = invoice_questions(data)
-    all_pages = {**receipts, **invoices}
-    questions = rq + iq
+    contracts, cq, miss_c = contract_questions()
+    all_pages = {**receipts, **invoices, **contracts}
+    questions = rq + iq + cq
+    group = {id(q): "receipt" for q in rq} | {id(q): "invoice" for q in iq} | {id(q): "contract" for q in cq}
     tiles_of = {d: [t for p in ps for t in tiles_mod.split(p, args.tile_px, args.max_tiles)] for d, ps in all_pages.items()}
     for q in questions:
         q._tiles = tiles_of[q.doc]  # noqa: SLF001
@@ -314,8 +347,12 @@ def run(args) -> int:
                 else:
                     rng = random.Random(12345)
                     r = statistics.mean(float(hit(q, pages, random_keys(ts, keep, rng))) for _ in range(args.seeds))
+                kind = group[id(q)]
+                if kind == "contract":  # the sample contract: one row of its own, not in the dev recall
+                    results.setdefault((m, keep, "contract"), []).append(r)
+                    per_field.setdefault((m, keep, "sample contract (all questions)"), []).append(r)
+                    continue
                 results.setdefault((m, keep), []).append(r)
-                kind = "receipt" if q in rq else "invoice"
                 per_field.setdefault((m, keep, f"{kind} {q.field}"), []).append(r)
 
     if args.semantic:  # time of the semantic part alone, model loaded, per page
@@ -340,19 +377,22 @@ def run(args) -> int:
 
     n_pages = sum(len(p) for p in all_pages.values())
     n_tiles = sum(len(t) for t in tiles_of.values())
-    print(f"dev set: {len(receipts)} receipts, {len(invoices)} invoices ({n_pages} pages, {n_tiles} tiles at "
-          f"tile_px={args.tile_px}, max_tiles={args.max_tiles}); {len(rq)} receipt + {len(iq)} invoice questions")
-    for line in miss_r + miss_i:
+    print(f"dev set: {len(receipts)} receipts, {len(invoices)} invoices, the sample contract ({n_pages} pages, "
+          f"{n_tiles} tiles at tile_px={args.tile_px}, max_tiles={args.max_tiles}); {len(rq)} receipt + "
+          f"{len(iq)} invoice + {len(cq)} contract questions")
+    for line in miss_r + miss_i + miss_c:
         print(f"  note: {line}")
     print()
-    print("| method | recall @ keep 0.5 | recall @ keep 0.25 |")
-    print("| --- | --- | --- |")
+    print("| method | dev recall @ keep 0.5 | dev recall @ keep 0.25 | sample contract @ 0.5 | @ 0.25 |")
+    print("| --- | --- | --- | --- | --- |")
     label = {"docq": "docq (lexical + type + layout)", "random": f"random tiles (mean of {args.seeds} seeds)",
              "centre": "tiles nearest the page centre", "docq+semantic": "docq + semantic (MiniLM)",
              "oracle": "best possible with the budget"}
     for m in methods:
         vals = [statistics.mean(results[(m, k)]) for k in keeps]
-        print(f"| {label[m]} | {vals[0]:.3f} | {vals[1]:.3f} |")
+        vals += [statistics.mean(results[(m, k, "contract")]) if (m, k, "contract") in results else float("nan")
+                 for k in keeps]
+        print(f"| {label[m]} | {vals[0]:.3f} | {vals[1]:.3f} | {vals[2]:.3f} | {vals[3]:.3f} |")
     print()
     print("| question | " + " | ".join(f"{m} @0.5 | {m} @0.25" for m in methods) + " |")
     print("| --- |" + " --- |" * (2 * len(methods)))

@@ -1,32 +1,43 @@
-"""Find an answer's words on the page and return their boxes.
+"""Find an answer's words on the page and return their boxes: the proof of an answer.
 
 An answer is matched against spans of consecutive words. Text flows left to right along a
 line, then on to the line just to its right on the same row (OCR often cuts one printed
 line in two) or the line just below it, so an answer may run over several lines.
-Three matchers score a span, and the best wins:
+Two matchers find spans, and the best wins:
 
 - text: case, accents, spaces and punctuation are ignored (``"BHD."`` = ``"bhd"``), with an
-  edit-distance tolerance for OCR slips in longer answers (``"SDN BND"`` for ``"SDN BHD"``),
-  but none for answers that are mostly digits (another digit is another value);
-- amounts: the same value whatever the thousands and decimal separators (``"1,007.50"``,
-  ``"1.007,50"``, ``"1 007,50"``), spaces inside the number (``"11. 80"``), trailing zeros
-  (``319`` = ``"319.00"``) and currency signs or codes (``"$4.11"``, ``"Rs 1939"``, ``"RM9.00"``);
-- dates: the same day written another way (``2017-12-31``, ``31/12/2017``, ``31.12.17``,
-  ``Dec 31, 2017``, ``7. Mai 2014``).
+  edit-distance tolerance (``rapidfuzz``) for OCR slips in the words of longer answers
+  (``"SDN BND"`` for ``"SDN BHD"``), but none for answers that are mostly digits;
+- values: an answer that is one value (``values.parse``: an amount, a date, a number, a
+  percentage, an id, a duration, a time) is found wherever the page prints the same value,
+  however it is written: ``"1,007.50"`` = ``"1.007,50"`` = ``"EUR 1 007,50"``,
+  ``319`` = ``"319.00"``, ``2017-12-31`` = ``31/12/2017`` = ``Dec 31, 2017``,
+  ``"30 days"`` = ``"thirty (30) days"``.
+
+No false proofs: every number, date, amount, id or duration in the answer must be printed
+the same, value for value, in the span (``"60 days"`` is not ``"thirty (30) days"``,
+``"Page 9 of 5"`` is not ``"Page 1 of 5"``, ``"-11.80"`` is not ``"11.80"``); only the
+words around them may be fuzzy. An answer that is only partly on the page (``"It comes to
+1,157.40 in all."``) gets no match, not a box on the part that is.
 
 ``locate`` prefers spans inside the kept tiles, then elsewhere on their pages, then other
 pages, and uses boxes the model emitted (already in page points) only to choose between
 spans the text found. A ``Match`` has one box per text line of the span, in page points.
+A page's lines and values are read once and cached, so many answers over one document cost
+little each (``benchmarks/grounding_speed.py``).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
+from rapidfuzz.distance import Levenshtein
+
+from docvqa_cli import values
 from docvqa_cli.documents import Page, Word
 
 Box = tuple[float, float, float, float]
@@ -34,12 +45,13 @@ Box = tuple[float, float, float, float]
 # Scores of the matchers (a Match's score is in [0, 1]).
 EXACT = 1.0  # the same characters (case, spaces and punctuation around it aside)
 SAME_LETTERS = 0.98  # the same letters and digits, other punctuation ("@1.75" for "1.75")
-AMOUNT = 0.95  # same amount, written differently
+VALUE = 0.95  # the same value, written differently (amounts, numbers, ids, durations...)
+AMOUNT = VALUE
 DATE = 0.95  # same day, written differently
 DATE_AMBIGUOUS = 0.85  # same day if day and month are read the other way round too
 PART_OF_WORD = 0.9  # factor when the value is only part of a word ("Total:9.00")
-PART_OF_ANSWER = 0.8  # factor when only the date or amount inside a wordy answer is found
 MIN_FUZZY = 0.75  # lowest text similarity accepted (answers of 8+ letters and digits)
+MAX_ANSWER = 2000  # characters of an answer worth looking for (a longer one is no span)
 
 # Bonuses used by ``locate`` to rank (they never make a Match on their own).
 KEPT_BONUS = 0.10
@@ -63,187 +75,162 @@ def norm_text(text: str) -> str:
     return "".join(ch for ch in text if ch.isalnum() and not unicodedata.combining(ch))
 
 
-_CURRENCY_SIGNS = "$€£¥₹₩₽¢฿₫₱₦₪"
-_CURRENCY_CODES = (
-    "usd eur gbp jpy cny rmb inr myr sgd aud cad chf hkd nzd sek nok dkk pln czk huf idr thb "
-    "php vnd krw zar brl mxn rub try aed sar rm rs inr rp kr fr sfr dm"
-).split()
-_CURRENCY_RE = re.compile(
-    r"^(?:[%s]|(?:%s)\.?)+|(?:[%s]|(?:%s)\.?)+$"
-    % (re.escape(_CURRENCY_SIGNS), "|".join(_CURRENCY_CODES), re.escape(_CURRENCY_SIGNS),
-       "|".join(_CURRENCY_CODES)),
-    re.IGNORECASE,
-)
-# A number as printed: digits with separators (. , ' space, thin spaces) between them.
-_NUMBER_BODY = r"\d(?:[\d.,'’\u00a0\u202f ]*\d)?"
-_AMOUNT_RE = re.compile(r"^[-+(]?\s*(%s)\s*[-)]?$" % _NUMBER_BODY)
-_AMOUNT_IN_RE = re.compile(r"(?<![\d.,])(%s)(?![\d]|[.,]\d)" % r"\d(?:[\d.,'’]*\d)?")
+def _plain(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split()).strip(_EDGE_PUNCT)
 
 
-def parse_amount(text: str) -> set[Decimal]:
-    """The values ``text`` may print as an amount (empty when it is not one).
-
-    ``"1,007.50"`` and ``"1.007,50"`` -> {1007.50}; ``"11. 80"`` -> {11.80}; ``"$4.11"``,
-    ``"RM 4.11"``, ``"4.11 EUR"`` -> {4.11}; ``"1,007"`` -> {1007, 1.007} (ambiguous).
-    """
-    s = text.strip().strip(":*=#").strip()
-    prev = None
-    while prev != s:  # currency signs and codes before or after, with spaces
-        prev = s
-        s = _CURRENCY_RE.sub("", s).strip()
-    m = _AMOUNT_RE.match(s)
-    if not m:
-        return set()
-    return _number_values(m.group(1))
+_EDGE_PUNCT = ".,;:!?*\"'()[]{}"
+_DIGIT_RUNS = re.compile(r"\d+")
+_CENTS = re.compile(r"\d\s?[.,]\s?\d{2}(?!\d)")
+_FRACTION = re.compile(r"\d\s?[.,]\s?\d{1,2}(?!\d)")
 
 
-def _number_values(body: str) -> set[Decimal]:
-    body = re.sub(r"[\s\u00a0\u202f]+", " ", body)
-    digits_only = re.sub(r"[^\d]", "", body)
-    if not digits_only:
-        return set()
-    seps = [(i, ch) for i, ch in enumerate(body) if not ch.isdigit()]
-    if not seps:
-        return {Decimal(digits_only)}
-    # Spaces next to a dot or comma are OCR noise ("11. 80"); other spaces group thousands.
-    compact = re.sub(r" ?([.,'’]) ?", r"\1", body)
-    values: set[Decimal] = set()
-    marks = [ch for ch in compact if not ch.isdigit()]
-    groups = re.split(r"[^\d]", compact)
-    last = marks[-1]
-    tail = groups[-1]
-    if last in ".," and (len(set(marks)) > 1 or marks.count(last) == 1):
-        # The last . or , is the decimal mark when it is the only one of its kind, or when
-        # another mark groups thousands before it.
-        if marks.count(last) == 1 and all(len(g) == 3 for g in groups[1:-1]):
-            whole = "".join(groups[:-1])
-            if whole:
-                values.add(Decimal(f"{whole}.{tail}"))
-    if all(len(g) == 3 for g in groups[1:]) and 1 <= len(groups[0]) <= 3:
-        values.add(Decimal("".join(groups)))  # every mark groups thousands
-    return values
+def _runs(text: str) -> list[str]:
+    """The digit runs of a text, as digits (``"Page 1 of 25"`` -> ``["1", "25"]``)."""
+    return _DIGIT_RUNS.findall(unicodedata.normalize("NFKC", text))
 
 
-_MONTHS = {}
-for _n, _names in enumerate(
-    [
-        "jan january januar janvier enero gennaio januari janeiro",
-        "feb february februar fevrier février febrero febbraio februari fevereiro",
-        "mar march märz maerz mars marzo maart marco março mac",
-        "apr april avril abril aprile",
-        "may mai mayo maggio mei maio",
-        "jun june juni juin junio giugno junho",
-        "jul july juli juillet julio luglio julai julho",
-        "aug august aout août agosto augustus ogos",
-        "sep sept september septembre septiembre settembre setembro",
-        "oct october oktober octobre octubre ottobre okt outubro",
-        "nov november novembre noviembre novembro",
-        "dec december dezember décembre decembre diciembre dicembre dis disember desember dezembro",
-    ],
-    start=1,
-):
-    for _name in _names.split():
-        _MONTHS[_name] = _n
-
-_MONTH_NAME = r"[^\W\d_]{3,10}\.?"
-_SEP = r"\s*[-/.]\s*"
-_DATE_PATTERNS = [
-    # 2017-12-31, 2017/12/31, 2017.12.31
-    ("ymd", re.compile(r"(?<!\d)(\d{4})%s(\d{1,2})%s(\d{1,2})(?!\d)" % (_SEP, _SEP))),
-    # 31/12/2017, 12/31/2017, 31.12.17, 31-12-17
-    ("dmy", re.compile(r"(?<!\d)(\d{1,2})%s(\d{1,2})%s(\d{4}|\d{2})(?!\d)" % (_SEP, _SEP))),
-    # 31 Dec 2017, 31-Dec-17, 7. Mai 2014, 3rd of August, 2014
-    ("d_mon_y", re.compile(
-        r"(?<!\d)(\d{1,2})(?:st|nd|rd|th)?\.?[\s\-/]*(?:of\s+)?(%s)[\s\-/,.]*(\d{4}|\d{2})(?!\d)"
-        % _MONTH_NAME, re.IGNORECASE)),
-    # Dec 31, 2017, August 3 , 2014, Dec-31-2017
-    ("mon_d_y", re.compile(
-        r"(?<![^\W\d_])(%s)[\s\-/]*(\d{1,2})(?:st|nd|rd|th)?[\s\-/,.]*(\d{4})(?!\d)"
-        % _MONTH_NAME, re.IGNORECASE)),
-]
-
-
-def _year(text: str) -> int:
-    y = int(text)
-    return y + 2000 if y < 70 else (y + 1900 if y < 100 else y)
-
-
-def _month(name: str) -> int | None:
-    key = unicodedata.normalize("NFC", name.casefold().rstrip("."))
-    return _MONTHS.get(key) or _MONTHS.get(key[:3])
-
-
-def _valid(y: int, m: int, d: int) -> bool:
-    import calendar
-
-    return 1 <= m <= 12 and 1 <= d <= calendar.monthrange(y, m)[1] if 1 <= y <= 9999 else False
-
-
-def find_dates(text: str) -> list[tuple[int, int, set[tuple[int, int, int]]]]:
-    """Dates printed in ``text``: (start, end, the days (y, m, d) it may mean)."""
-    found = []
-    for kind, pattern in _DATE_PATTERNS:
-        for m in pattern.finditer(text):
-            days: set[tuple[int, int, int]] = set()
-            if kind == "ymd":
-                days.add((int(m.group(1)), int(m.group(2)), int(m.group(3))))
-            elif kind == "dmy":
-                a, b, y = int(m.group(1)), int(m.group(2)), _year(m.group(3))
-                days.update({(y, b, a), (y, a, b)})
-            else:
-                if kind == "d_mon_y":
-                    d, name, y = m.group(1), m.group(2), m.group(3)
-                else:
-                    name, d, y = m.group(1), m.group(2), m.group(3)
-                month = _month(name)
-                if month is None:
-                    continue
-                days.add((_year(y), month, int(d)))
-            days = {day for day in days if _valid(*day)}
-            if days:
-                found.append((m.start(), m.end(), days))
-    return found
-
-
-def parse_date(text: str) -> set[tuple[int, int, int]]:
-    """The days a text that is one date may mean (empty when it is not a date).
-
-    A time after the date is ignored (``"30/03/2018 11:20"``).
-    """
-    s = text.strip()
-    best: set[tuple[int, int, int]] = set()
-    for start, end, days in find_dates(s):
-        rest = s[end:].strip(" ,.;)")
-        if not s[:start].strip(" :(") and (not rest or re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?\s*([ap]\.?m\.?)?", rest, re.I)):
-            best |= days
-    return best
-
-
-# --- the page as lines of words -------------------------------------------------------------
+# --- the page, read once ----------------------------------------------------------------------
 
 @dataclass
 class _Line:
     words: list[Word]
+    norms: list[str]  # norm_text of each word
     box: Box
     next: list[int] = field(default_factory=list)  # indices of the lines text may flow on to
 
 
+@dataclass
+class _Occurrence:
+    """A value printed on a page: the words that print it, and whether it fills them."""
+
+    line: int
+    first: int  # word positions in the line, inclusive
+    last: int
+    value: values.Value
+    text: str  # the characters that print the value
+    whole: bool  # nothing but the value (and punctuation) in its words
+
+
+class _PageIndex:
+    """A page's lines (with the lines text flows on to) and, on demand, its values.
+
+    ``flat`` is the page's letters and digits in line order, ``starts`` the offset of each
+    line in it, and ``prev`` the lines that flow into each line: an answer's pieces found in
+    ``flat`` (C speed) point at the few lines where a span may start.
+    """
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.lines = _lines(page)
+        self.starts: list[int] = []
+        parts, pos = [], 0
+        for ln in self.lines:
+            self.starts.append(pos)
+            text = "".join(ln.norms)
+            parts.append(text)
+            pos += len(text)
+        self.flat = "".join(parts)
+        self.offsets: list[list[int]] = []  # per line, where each word starts in its text
+        self.lengths: list[int] = []
+        for ln in self.lines:
+            offs, pos = [], 0
+            for t in ln.norms:
+                offs.append(pos)
+                pos += len(t)
+            self.offsets.append(offs)
+            self.lengths.append(pos)
+        self.by_norm: dict[str, list[tuple[int, int]]] = {}  # a word's letters -> (line, word)
+        for li, ln in enumerate(self.lines):
+            for wi, t in enumerate(ln.norms):
+                if t:
+                    self.by_norm.setdefault(t, []).append((li, wi))
+        self.prev: list[list[int]] = [[] for _ in self.lines]
+        for i, ln in enumerate(self.lines):
+            for j in ln.next:
+                self.prev[j].append(i)
+        self._by_key: dict | None = None
+
+    def values_by_key(self) -> dict:
+        if self._by_key is None:
+            by_key: dict = {}
+            for occ in _occurrences(self.lines):
+                for key in occ.value.keys():
+                    by_key.setdefault(key, []).append(occ)
+            self._by_key = by_key
+        return self._by_key
+
+    def starts_for(self, key: str, d: int) -> Iterable[tuple[int, int]]:
+        """(line, word) where a span within ``d`` edits of ``key`` may start.
+
+        A span runs over at most ``MAX_JUMPS`` line changes, so of ``d + MAX_JUMPS + 1``
+        pieces of the key one is printed intact within one line. Where a piece is found, the
+        span starts about as many characters before it as the piece lies into the key: on
+        the same line, or on a line that flows into it."""
+        if d == 0:  # the first word is a prefix of the key
+            return [pos for n in range(1, len(key) + 1) for pos in self.by_norm.get(key[:n], ())]
+        n_pieces = d + MAX_JUMPS + 1
+        if len(key) < 2 * n_pieces:  # pieces too short to narrow anything down: any word
+            # that is close to the start of the key (each distinct word tested once)
+            head = set(key[:2 * d + 1])
+            return sorted(pos for norm, where in self.by_norm.items()
+                          if (len(norm) <= d or not head.isdisjoint(norm[:2 * d + 1])) and _starts_key(norm, key, d)
+                          for pos in where)
+        size = len(key) / n_pieces
+        found: set[tuple[int, int]] = set()
+        flat, starts = self.flat, self.starts
+        for k in range(n_pieces):
+            o = round(k * size)
+            piece = key[o:round((k + 1) * size)]
+            pos = flat.find(piece)
+            while pos != -1:
+                li = bisect.bisect_right(starts, pos) - 1
+                self._aligned(li, pos - starts[li] - o, d, found, MAX_JUMPS)
+                pos = flat.find(piece, pos + 1)
+        return sorted(found)
+
+    def _aligned(self, li: int, at: int, d: int, found: set, jumps: int) -> None:
+        """Words of line ``li`` that start within ``d`` characters of offset ``at`` (negative:
+        that many characters back, on the lines that flow into it)."""
+        offs = self.offsets[li]
+        if at + d >= 0:
+            lo = max(0, bisect.bisect_right(offs, at - d) - 1)  # the word holding at - d
+            hi = bisect.bisect_right(offs, at + d)
+            for wi in range(lo, hi):
+                found.add((li, wi))
+        if at - d < 0 and jumps:
+            for p in self.prev[li]:
+                self._aligned(p, self.lengths[p] + at, d, found, jumps - 1)
+
+
+MAX_JUMPS = 4  # line changes within one span
+
+
+_CACHE: dict[int, tuple[Page, int, _PageIndex]] = {}
+
+
+def _index(page: Page) -> _PageIndex:
+    hit = _CACHE.get(id(page))
+    if hit is not None and hit[0] is page and hit[1] == len(page.words):
+        return hit[2]
+    ix = _PageIndex(page)
+    if len(_CACHE) >= 256:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[id(page)] = (page, len(page.words), ix)
+    return ix
+
+
 def _lines(page: Page) -> list[_Line]:
-    groups: dict[int, list[Word]] = {}
-    for w in page.words:
-        groups.setdefault(w.line, []).append(w)
-    lines = []
-    for words in groups.values():
-        words.sort(key=lambda w: w.x0)
-        lines.append(_Line(words, _union(w.box for w in words)))
-    lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+    lines = [_Line(list(ln.words), [norm_text(w.text) for w in ln.words], ln.box)
+             for ln in values.group_lines(page.words)]
+    # lines are sorted by top edge: the candidates for "right" and "below" of a line lie in a
+    # window of tops around it, found by walking from its position
     for i, a in enumerate(lines):
         ax0, ay0, ax1, ay1 = a.box
         h = max(ay1 - ay0, 1e-6)
         right, below = [], []
-        for j, b in enumerate(lines):
-            if j == i:
-                continue
+        for j in _near(lines, i):
+            b = lines[j]
             bx0, by0, bx1, by1 = b.box
             bh = max(by1 - by0, 1e-6)
             v_overlap = min(ay1, by1) - max(ay0, by0)
@@ -260,14 +247,23 @@ def _lines(page: Page) -> list[_Line]:
     return lines
 
 
+def _near(lines: list[_Line], i: int) -> Iterable[int]:
+    """Lines whose top is within reach of line ``i`` (same row, or the next rows down)."""
+    ay0, ay1 = lines[i].box[1], lines[i].box[3]
+    h = max(ay1 - ay0, 1e-6)
+    j = i - 1
+    while j >= 0 and lines[j].box[1] >= ay0 - 4 * h:
+        if lines[j].box[3] > ay0:  # may overlap this row
+            yield j
+        j -= 1
+    j = i + 1
+    while j < len(lines) and lines[j].box[1] <= ay1 + 4 * h:
+        yield j
+        j += 1
+
+
 def _union(boxes: Iterable[Sequence[float]]) -> Box:
-    boxes = list(boxes)
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
+    return values.lines.union(boxes)
 
 
 def line_boxes(words: Sequence[Word]) -> list[Box]:
@@ -284,14 +280,62 @@ def line_boxes(words: Sequence[Word]) -> list[Box]:
     return [_union(x.box for x in row) for row in rows]
 
 
+def _occurrences(lines: list[_Line]) -> Iterable[_Occurrence]:
+    """Every value printed on the page's lines (see ``values.find_values``), and amounts
+    that OCR or the text layer cut into words (``"1 007,50"``, ``"RM 9 .00"``)."""
+    for li, ln in enumerate(lines):
+        text = " ".join(w.text for w in ln.words)
+        spans, pos = [], 0
+        for w in ln.words:
+            spans.append((pos, pos + len(w.text)))
+            pos += len(w.text) + 1
+        seen = set()
+        for f in values.find_values(text):
+            ks = [k for k, (a, b) in enumerate(spans) if a < f.end and b > f.start]
+            if not ks:
+                continue
+            a, b = spans[ks[0]][0], spans[ks[-1]][1]
+            outside = text[a:f.start] + text[f.end:b]
+            whole = not any(ch.isalnum() for ch in outside)
+            seen.add((ks[0], ks[-1]))
+            yield _Occurrence(li, ks[0], ks[-1], f.value, text[f.start:f.end], whole)
+        # numbers cut into two or three words by spaces that group thousands
+        for k in range(len(ln.words) - 1):
+            if not ln.words[k].text[-1:].isdigit() and ln.words[k].text[-1:] not in ".,":
+                continue
+            for n in (2, 3):
+                if k + n > len(ln.words) or (k, k + n - 1) in seen:
+                    continue
+                ws = ln.words[k:k + n]
+                if not _glued(ws):
+                    break
+                joined = " ".join(w.text for w in ws)
+                v = values.parse_amount(joined)
+                if v is not None:
+                    yield _Occurrence(li, k, k + n - 1, v, joined, True)
+
+
+def _glued(words: Sequence[Word]) -> bool:
+    """Whether words next to each other on a line may print one number between them."""
+    for a, b in zip(words, words[1:]):
+        gap = b.x0 - a.x1
+        char_w = (a.x1 - a.x0) / max(len(a.text), 1)
+        glued = a.text[-1:] in ".," or b.text[:1] in ".," or gap < 0.4 * char_w
+        group = re.fullmatch(r"\d{3}(?:[.,]\d{1,2})?[^\d]?", b.text) and re.search(r"\d{1,3}$", a.text)
+        if not (glued or group):
+            return False
+    return True
+
+
 # --- matching ---------------------------------------------------------------------------------
 
 @dataclass
 class _Target:
     text: str
     key: str  # norm_text
-    amounts: set[Decimal]
-    days: set[tuple[int, int, int]]
+    value: values.Value | None  # the one value the answer is, if it is one
+    found: list  # the values printed in the answer
+    runs: list[str]  # its digit runs
     cents: bool  # the answer prints a 2-digit fraction ("18.00")
     max_dist: int
     max_words: int
@@ -303,130 +347,130 @@ def _target(answer: str) -> _Target:
     max_dist = 0 if n < 5 else (1 if n < 8 else int(n * (1 - MIN_FUZZY)))
     if sum(ch.isdigit() for ch in key) * 2 >= n:
         max_dist = 0  # another digit is another value: numbers, dates and ids match exactly
+    value = values.parse(answer)
     return _Target(
         text=answer,
         key=key,
-        amounts=parse_amount(answer),
-        days=parse_date(answer),
-        cents=bool(re.search(r"\d[.,]\d{2}(?!\d)", answer)),
+        value=value,
+        found=[f.value for f in values.find_values(answer)],
+        runs=_runs(answer),
+        cents=bool(_CENTS.search(answer)),
         max_dist=max_dist,
         max_words=2 * len(answer.split()) + 4,
     )
 
 
-def _amount_score(target: _Target, words: list[Word]) -> float:
-    """Whether ``words`` (one row, at most 3) print the target's amount."""
-    if len(words) > 3 or not target.amounts:
-        return 0.0
-    if len(words) > 1:
-        for a, b in zip(words, words[1:]):
-            gap = b.x0 - a.x1
-            char_w = (a.x1 - a.x0) / max(len(a.text), 1)
-            glued = a.text[-1:] in ".," or b.text[:1] in ".," or gap < 0.4 * char_w
-            group = re.fullmatch(r"\d{3}(?:[.,]\d{1,2})?[^\d]?", b.text) and re.search(r"\d{1,3}$", a.text)
-            word_only_sign = parse_amount(a.text) == set() and not re.search(r"\d", a.text)
-            if not (glued or group or word_only_sign):
-                return 0.0
-        text = " ".join(w.text for w in words)
-        if parse_amount(text) & target.amounts and _money_like(target, text, text):
-            return AMOUNT
-        return 0.0
-    text = words[0].text
-    if parse_amount(text) & target.amounts and _money_like(target, text, text):
-        return AMOUNT
-    # The value inside a longer word: "Total:9.00", "(Rs1939)".
-    for m in _AMOUNT_IN_RE.finditer(text):
-        if (_number_values(m.group(1)) & target.amounts and not text[m.end():m.end() + 1].isalpha()
-                and _money_like(target, m.group(1), text)):
-            return AMOUNT * PART_OF_WORD
-    return 0.0
-
-
-_FRACTION_RE = re.compile(r"\d\s*[.,]\s*\d{1,2}(?!\d)")
-
-
-def _money_like(target: _Target, number: str, text: str) -> bool:
-    """An answer printed with cents ("18.00") is found only where the page prints a
-    fraction too, or marks the number as money ("Rs 18"): not in "JALAN SAGU 18,"."""
-    if not target.cents or _FRACTION_RE.search(number):
+def _same_values(target: _Target, span_text: str) -> bool:
+    """No false proof: the span prints the answer's numbers, dates, amounts, ids and
+    durations, the same values in the same order, and no others."""
+    found = [f.value for f in values.find_values(span_text)] if span_text else []
+    if len(found) == len(target.found) and all(values.same_value(a, b) for a, b in zip(target.found, found)):
         return True
-    return bool(re.search("[%s]" % re.escape(_CURRENCY_SIGNS), text)) or bool(
-        re.search(r"(?<![^\W\d_])(?:%s)(?![^\W\d_])" % "|".join(_CURRENCY_CODES), text, re.IGNORECASE))
+    # The same digits, grouped the same way, where OCR glued a word on ("81300SKUDAI"): only
+    # for plain numbers and ids (amounts, dates and durations must read as the same value).
+    strong = ("amount", "date", "duration", "percent", "time")
+    return _runs(span_text) == target.runs and not any(v.kind in strong for v in target.found + found)
 
 
-def _date_score(target: _Target, words: list[Word]) -> float:
-    if len(words) > 6 or not target.days:
-        return 0.0
-    text = " ".join(w.text for w in words)
-    first_end = len(words[0].text)
-    last_start = len(text) - len(words[-1].text)
-    for start, end, days in find_dates(text):
-        # The date must begin in the first word and end in the last (a minimal span).
-        if start >= first_end or end <= last_start or not (days & target.days):
+def _text_spans(ix: _PageIndex, target: _Target):
+    """Spans (words, edit distance to the target) whose letters and digits are the answer's,
+    up to ``max_dist`` edits."""
+    key, d = target.key, target.max_dist
+    if target.value is not None:
+        d = 0  # a value matches exactly (written another way: the value matcher finds it)
+        target = replace(target, max_dist=0)
+    elif ix.page.source == "text" and d:
+        # A text layer prints the characters themselves: no OCR slips to forgive, only a
+        # model's small differences of spelling in longer answers (one edit in ten characters).
+        d = min(d, len(key) // 10)
+        target = replace(target, max_dist=d)
+    lines = ix.lines
+    for li, si in ix.starts_for(key, d):
+        s = lines[li].norms[si]
+        if not s or (d == 0 and not key.startswith(s)) or (d and not _starts_key(s, key, d)):
             continue
-        score = DATE if days == target.days or len(days) == len(target.days) == 1 else DATE_AMBIGUOUS
-        whole = not text[:start].strip(" :(") and not text[end:].strip(" ,.;)")
-        return score if whole else score * PART_OF_WORD
-    return 0.0
+        yield from _extend(lines, li, si, [], "", target, 0)
 
 
-def _spans(lines: list[_Line], target: _Target):
-    """Spans (list of words, edit distance of their text to the target) worth scoring."""
-    n = len(target.key)
-    for li, line in enumerate(lines):
-        for si in range(len(line.words)):
-            column = list(range(n + 1))  # edit distance of key[:i] to the span text so far
-            yield from _walk(lines, li, si, [], column, target, 0)
+def _starts_key(word: str, key: str, d: int) -> bool:
+    """Whether ``word`` is within ``d`` edits of some prefix of ``key`` (the first word of a
+    span must be)."""
+    m = len(word)
+    if m > len(key) + d:
+        return False
+    return any(Levenshtein.distance(word, key[:n], score_cutoff=d) <= d
+               for n in range(max(1, m - d), min(len(key), m + d) + 1))
 
 
-def _walk(lines, li, si, span, column, target: _Target, depth):
-    key, max_dist = target.key, target.max_dist
+def _prefix_close(text: str, key: str, d: int) -> bool:
+    """A cheap test that lets through every ``text`` within ``d`` edits of a prefix of
+    ``key``: the prefix of its own length is then at most ``2 d`` away."""
+    return Levenshtein.distance(text, key[:len(text)], score_cutoff=2 * d) <= 2 * d
+
+
+def _extend(lines, li, si, span, text, target: _Target, depth):
+    key, d = target.key, target.max_dist
+    n = len(key)
     line = lines[li]
     for wi in range(si, len(line.words)):
-        word = line.words[wi]
-        span = span + [word]
-        for ch in norm_text(word.text):
-            new = [column[0] + 1]
-            for i in range(1, len(key) + 1):
-                new.append(min(column[i] + 1, new[i - 1] + 1, column[i - 1] + (key[i - 1] != ch)))
-            column = new
-        text_ok = bool(key) and min(column) <= max_dist
-        yield span, column[-1] if key else None, len(span) <= 6 and all(
-            w.line == span[0].line for w in span)
-        may_be_value = (target.amounts or target.days) and len(span) < 6
-        if not (text_ok or may_be_value) or len(span) >= target.max_words:
+        span = span + [line.words[wi]]
+        text = text + line.norms[wi]
+        if len(text) > n + d:
             return
-    if depth < 4 and (key and min(column) <= max_dist):
+        if d == 0:
+            if text == key:
+                yield span, 0
+                return
+            if not key.startswith(text):
+                return
+        else:
+            dist = Levenshtein.distance(key, text, score_cutoff=d)
+            if dist <= d:
+                yield span, dist
+            if not _prefix_close(text, key, d):
+                return
+        if len(span) >= target.max_words:
+            return
+    if depth < MAX_JUMPS:
         for nxt in line.next:
-            yield from _walk(lines, nxt, 0, span, column, target, depth + 1)
+            yield from _extend(lines, nxt, 0, span, text, target, depth + 1)
 
 
-def _score_span(target: _Target, span: list[Word], dist: int | None, one_line: bool) -> float:
-    score = 0.0
-    key = target.key
-    if dist is not None and key:
-        text = "".join(norm_text(w.text) for w in span)
-        if dist == 0:
-            score = EXACT if _plain(" ".join(w.text for w in span)) == _plain(target.text) else SAME_LETTERS
-        elif dist <= target.max_dist and text:
-            score = max(0.0, 1.0 - dist / max(len(key), len(text)))
-            if score < MIN_FUZZY:
-                score = 0.0
-    if one_line and target.amounts:
-        score = max(score, _amount_score(target, span))
-    if one_line and target.days:
-        score = max(score, _date_score(target, span))
-    return score
+def _text_score(target: _Target, span: list[Word], dist: int) -> float:
+    text = " ".join(w.text for w in span)
+    if not _same_values(target, text):
+        return 0.0
+    if dist == 0:
+        return EXACT if _plain(text) == _plain(target.text) else SAME_LETTERS
+    joined = "".join(norm_text(w.text) for w in span)
+    score = 1.0 - dist / max(len(target.key), len(joined))
+    return score if score >= MIN_FUZZY else 0.0
 
 
-def _plain(text: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", text).casefold().split()).strip(_EDGE_PUNCT)
-
-
-_EDGE_PUNCT = ".,;:!?*\"'()[]{}"
+def _value_score(target: _Target, occ: _Occurrence, words: list[Word]) -> float:
+    value, page_value = target.value, occ.value
+    if target.cents and page_value.kind == "number" and not _FRACTION.search(occ.text):
+        return 0.0  # an answer with cents ("18.00") is not the street number in "SAGU 18,"
+    if value.kind == "amount" and page_value.kind == "amount" and value.currency and page_value.currency \
+            and value.currency != page_value.currency:
+        return 0.0  # EUR 10.00 is not USD 10.00
+    text = " ".join(w.text for w in words)
+    if _plain(text) == _plain(target.text):
+        score = EXACT
+    elif norm_text(text) == target.key and occ.whole:
+        score = SAME_LETTERS
+    elif value.kind == "date" and page_value.kind == "date":
+        same = set(value.candidates) == set(page_value.candidates) or (
+            len(value.candidates) == len(page_value.candidates) == 1)
+        score = DATE if same else DATE_AMBIGUOUS
+    else:
+        score = VALUE
+    return score if occ.whole else score * PART_OF_WORD
 
 
 def _candidates(answer: str, pages: list[Page]) -> list[Match]:
+    if not answer or len(answer) > MAX_ANSWER:
+        return []
     target = _target(answer)
     if not target.key:
         return []
@@ -434,10 +478,23 @@ def _candidates(answer: str, pages: list[Page]) -> list[Match]:
     for page in pages:
         if not page.words:
             continue
-        for span, dist, one_line in _spans(_lines(page), target):
-            score = _score_span(target, span, dist, one_line)
+        ix = _index(page)
+        for span, dist in _text_spans(ix, target):
+            score = _text_score(target, span, dist)
             if score > 0:
                 found.append(Match(page.number, line_boxes(span), round(score, 4), list(span)))
+        if target.value is not None:
+            by_key = ix.values_by_key()
+            seen = set()
+            for key in target.value.keys():
+                for occ in by_key.get(key, ()):
+                    if id(occ) in seen:
+                        continue
+                    seen.add(id(occ))
+                    words = ix.lines[occ.line].words[occ.first:occ.last + 1]
+                    score = _value_score(target, occ, words)
+                    if score > 0:
+                        found.append(Match(page.number, line_boxes(words), round(score, 4), list(words)))
     return found
 
 
@@ -464,17 +521,10 @@ def locate(answer: str, pages: list[Page], kept=None, model_boxes=None) -> Match
     """Where the answer is printed: the best span, preferring kept tiles and model boxes.
 
     ``kept`` is a list of ``tiles.Tile`` the model saw; ``model_boxes`` a list of
-    ``vlm.base.ModelBox`` in page points. Neither makes a match on its own.
+    ``vlm.base.ModelBox`` in page points. Neither makes a match on its own, and an answer
+    that is only partly printed gets None.
     """
     found = _candidates(answer, pages)
-    if not found:
-        # A wordy answer ("The total is RM 9.00."): ground the one date or amount it names.
-        values = {answer[a:b] for a, b, _ in find_dates(answer)}
-        if not values:
-            values = {m.group(1) for m in _AMOUNT_IN_RE.finditer(answer) if "." in m.group(1) or "," in m.group(1)}
-        if len(values) == 1:
-            found = [Match(m.page, m.boxes, round(m.score * PART_OF_ANSWER, 4), m.words)
-                     for m in _candidates(values.pop(), pages)]
     if not found:
         return None
     kept = list(kept or [])
@@ -498,32 +548,6 @@ def locate(answer: str, pages: list[Page], kept=None, model_boxes=None) -> Match
 def _overlaps(mb, box: Box) -> bool:
     """Whether a model box and a word box meet (the model's boxes are loose)."""
     return min(mb.x1, box[2]) > max(mb.x0, box[0]) and min(mb.y1, box[3]) > max(mb.y0, box[1])
-
-
-def to_page_box(box: Sequence[float], image_size: tuple[float, float], region: Box) -> Box:
-    """Map a box the model gave in its own image space to page points.
-
-    ``image_size`` is the (width, height) of the space the model's numbers live in (the
-    resized image it saw, or (1000, 1000) for models that print per-mille coordinates);
-    ``region`` is the part of the page that image shows, in points (a tile's box, or the
-    whole page ``(0, 0, page.width, page.height)``). The result is clipped to the region.
-    """
-    w, h = image_size
-    rx0, ry0, rx1, ry1 = region
-    sx, sy = (rx1 - rx0) / w, (ry1 - ry0) / h
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = sorted((x0, x1))
-    y0, y1 = sorted((y0, y1))
-
-    def clip(v, lo, hi):
-        return min(max(v, lo), hi)
-
-    return (
-        clip(rx0 + x0 * sx, rx0, rx1),
-        clip(ry0 + y0 * sy, ry0, ry1),
-        clip(rx0 + x1 * sx, rx0, rx1),
-        clip(ry0 + y1 * sy, ry0, ry1),
-    )
 
 
 def ground_result(doc: str, text: str, matches: list[Match]) -> dict:

@@ -62,6 +62,7 @@ class ModelOptions:
     trust_remote_code: bool = False
     tie: str | None = None  # folder of TIE adapters from docq tune
     decode: str = "auto"
+    dtype: str = "auto"  # auto: bf16 where the GPU / CPU computes it natively, else fp16 / float32
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,10 @@ def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
     return [t for page in pages for t in tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)]
 
 
-def open_backend(model: ModelOptions, visual: bool | None = None):
-    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop; return
-    (backend, visual scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
+def open_backend(model: ModelOptions, visual: bool | None = None, questions: int | None = None):
+    """Load the model once (with TIE adapters if ``model.tie``) and set its decode loop (for a
+    run of ``questions`` questions, if known: ``resolve_decode``); return (backend, visual
+    scorer or None). The visual scorer is on with TIE unless ``visual`` is False."""
     from docvqa_cli.vlm.load import load_backend, resolve_decode
 
     name = model.model
@@ -86,8 +87,9 @@ def open_backend(model: ModelOptions, visual: bool | None = None):
         from docvqa_cli.vlm import tie
 
         name = tie.read_config(model.tie).base_model
-    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code)
-    backend.decode = resolve_decode(model.decode, backend.device)
+    backend = load_backend(name, device=model.device, quant=model.quant, trust_remote_code=model.trust_remote_code,
+                           dtype=model.dtype)
+    backend.decode = resolve_decode(model.decode, backend.device, questions)
     if model.tie:
         from docvqa_cli.vlm.tie import use_tie
 
@@ -105,6 +107,57 @@ def batch_size_for(backend, max_new_tokens: int, batch_size: int | None = None) 
     from docvqa_cli.vlm.load import default_batch_size
 
     return batch_size or default_batch_size(backend, max_new_tokens)
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """The answer step: a loaded model with everything a question needs besides its pages.
+
+    ``answer`` answers questions about one document; ``answer_many`` answers the questions of
+    several documents, ``batch_size`` to a forward across them (batch mode). ``build`` turns
+    the options as given (a prompt template or None, ``--max-new-tokens`` or None,
+    ``--batch-size`` or None) into the settled values; ``model_name`` is what records carry."""
+
+    backend: Backend
+    template: str  # a prompt template text (``prompts.load``)
+    max_new_tokens: int
+    batch_size: int = 1
+    visual: object = None  # the backend's visual relevance scorer, or None
+
+    @classmethod
+    def build(cls, backend: Backend, prompt: str | None = None, max_new_tokens: int | None = None,
+              visual=None, batch_size: int | None = None) -> "Answerer":
+        from docvqa_cli import prompts
+
+        template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
+        tokens = prompts.max_new_tokens(template, max_new_tokens)
+        return cls(backend, template, tokens, batch_size_for(backend, tokens, batch_size), visual)
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.name
+
+    def answer(self, pages: list[Page], questions: Iterable[tuple[str, str]], keep: float = DEFAULT_KEEP,
+               doc: str | None = None) -> Iterator[Answer]:
+        """One record per (question_id, question) about one document, in order."""
+        return answer_questions(pages, questions, self.backend, keep=keep, prompt=self.template,
+                                max_new_tokens=self.max_new_tokens, doc=doc, visual=self.visual,
+                                batch_size=self.batch_size)
+
+    def answer_many(self, items: list[tuple[str, list[Page], list[tuple[str, str]]]],
+                    keep: float = DEFAULT_KEEP) -> list[list[Answer]]:
+        """[(doc, pages, questions)] of several documents, answered ``batch_size`` questions
+        to a forward across documents: a list of records per document, in order."""
+        jobs = []
+        for doc, pages, questions in items:
+            tiles_, overviews = document_tiles(pages, self.backend), {}
+            jobs += [Job(doc, pages, str(qid), q, tiles_, overviews) for qid, q in questions]
+        out: dict[int, list[Answer]] = {id(pages): [] for _, pages, _ in items}
+        for job, record in zip(jobs, answer_pairs(jobs, self.backend, keep=keep, prompt=self.template,
+                                                  max_new_tokens=self.max_new_tokens, visual=self.visual,
+                                                  batch_size=self.batch_size)):
+            out[id(job.pages)].append(record)
+        return [out[id(pages)] for _, pages, _ in items]
 
 
 def page_views(pages: list[Page], kept: list[Tile], overviews: dict[int, object], overview_px: int) -> list[PageView]:

@@ -174,9 +174,9 @@ class Trainer:
 
     # -- losses ----------------------------------------------------------------------------
     def _end_id(self) -> int | None:
-        stops = getattr(self.backend, "stop_ids", None)
-        if stops:
-            return int(stops[0])
+        ends = self.backend.eos_ids
+        if ends:
+            return int(ends[0])
         return getattr(self.tokenizer, "eos_token_id", None)
 
     def lm_loss(self, prep: Prepared) -> torch.Tensor:

@@ -81,3 +81,14 @@ def docq_env() -> dict:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _float32_on_every_cpu(monkeypatch):
+    """``--dtype auto`` is bf16 on a CPU with native bf16 (AMX, AVX512-BF16): the tests compare
+    tokens and records exactly, so they run in float32 on every CPU, as on one without."""
+    try:
+        from docvqa_cli.vlm import load
+    except ImportError:
+        return
+    monkeypatch.setattr(load, "cpu_has_native_bf16", lambda cpuinfo=None: False)

@@ -36,6 +36,23 @@ def stand_in_answer(pages, questions, keep):
                              tiles_kept=kept, tiles_total=total, model="stand-in")
 
 
+class Step:
+    """Test double of ``pipeline.Answerer``, the answer step: its answers come from ``fn``
+    (``stand_in_answer`` or a variant), one document at a time."""
+
+    batch_size = 1
+    model_name = None
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def answer(self, pages, questions, keep):
+        return self.fn(pages, questions, keep)
+
+    def answer_many(self, items, keep):
+        return [list(self.fn(pages, questions, keep)) for _, pages, questions in items]
+
+
 class CountingLoad:
     """documents.load, counting calls per path (thread workers share it)."""
 
@@ -53,7 +70,7 @@ def run_batch(tmp_path, questions, docs, out, fmt="jsonl", answer=stand_in_answe
               executor="thread", load=None, overwrite=False):
     output = batch.Output(str(out), fmt, overwrite=overwrite)
     try:
-        summary = batch.run(questions, docs, load=load or CountingLoad(), answerer=lambda: answer,
+        summary = batch.run(questions, docs, load=load or CountingLoad(), answerer=lambda: Step(answer),
                             output=output, serialiser=batch.Serialiser(fmt), jobs=jobs,
                             executor=executor, stderr=io.StringIO())
     finally:

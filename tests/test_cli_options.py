@@ -105,6 +105,12 @@ def test_a_group_refuses_a_second_default():
         model_options("nonesuch")
 
 
+def test_a_group_builds_its_object_once_per_command():
+    """Two OutputOptions groups on one command would build two objects, the inner one winning."""
+    with pytest.raises(TypeError, match="one OutputOptions group per command"):
+        output_options("output")(output_options("csv_raw")(lambda out: out))
+
+
 def test_resolve_device_takes_cuda_n():
     from docvqa_cli.vlm import load
 

@@ -15,6 +15,7 @@ from docvqa_cli.vlm import load
 from docvqa_cli.vlm.base import PageView, _newline_stop, bucket, cache_length
 from docvqa_cli.vlm.load import load_backend
 
+CPU_HAS_NATIVE_BF16 = load.cpu_has_native_bf16  # conftest makes the tests' CPU a float32 one
 PROMPT = "Answer with the shortest exact text as printed in the document.\nQuestion: {question}"
 NEW = 4
 
@@ -178,8 +179,9 @@ def test_dtype_policy_on_the_cpu_follows_native_bf16(monkeypatch):
     amx = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
     arm = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
-    assert load.cpu_has_native_bf16(amx) and load.cpu_has_native_bf16(arm)
-    assert not load.cpu_has_native_bf16(avx2) and not load.cpu_has_native_bf16("")
+    assert CPU_HAS_NATIVE_BF16(amx) and CPU_HAS_NATIVE_BF16(arm)
+    assert not CPU_HAS_NATIVE_BF16(avx2) and not CPU_HAS_NATIVE_BF16("")
+    assert load.resolve_dtype("auto", "cpu") == torch.float32  # conftest: every test CPU is a float32 one
     monkeypatch.setattr(load, "cpu_has_native_bf16", lambda cpuinfo=None: True)
     assert load.resolve_dtype("auto", "cpu") == torch.bfloat16
     monkeypatch.setattr(load, "cpu_has_native_bf16", lambda cpuinfo=None: False)
@@ -343,3 +345,136 @@ def test_docq_ask_retries_with_fewer_tiles(tmp_path, invoice_pdf, monkeypatch):
     assert result.exit_code == 0, result.stderr
     (rec,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert rec["error"] is None and rec["tiles_kept"] * 2 == rec["tiles_total"]
+
+
+# --- Qwen: images preprocessed together, pixels cast before the copy ---------------------------
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    from _tiny_qwen import build_tiny_qwen
+
+    folder = build_tiny_qwen(tmp_path_factory.mktemp("qwen3") / "model", "qwen3_vl", chat_template=True)
+    return load_backend(str(folder), device="cpu", quant="none", dtype="bfloat16", say=lambda line: None)
+
+
+def test_qwen_preprocesses_a_questions_images_in_one_call_per_budget(qwen, pages, monkeypatch):
+    processor = qwen.processor.image_processor
+    calls = []
+    original = type(processor).__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(len(kwargs.get("images") or args[0]))
+        return original(self, *args, **kwargs)
+
+    views = [view(qwen, pages[0], 4), view(qwen, pages[1], 2)]
+    monkeypatch.setattr(type(processor), "__call__", counting)
+    inputs = qwen.preprocess("What is the total?", views, PROMPT)
+    assert calls == [6, 2]  # before: 8 calls of one image
+    monkeypatch.undo()
+    one = [processor(images=[t.image.convert("RGB")], size=qwen._budget(int(1.5 * qwen.tile_px**2)),
+                     return_tensors="pt") for t in views[0].tiles + views[1].tiles]
+    model_inputs = inputs["model_inputs"]
+    tile_patches = sum(int(o["pixel_values"].shape[0]) for o in one)
+    torch.testing.assert_close(model_inputs["pixel_values"][: int(one[0]["pixel_values"].shape[0])],
+                               one[0]["pixel_values"])
+    assert int(model_inputs["pixel_values"].shape[0]) > tile_patches
+    assert [r.tokens for r in inputs["images"]][:6] == [int(o["image_grid_thw"][0].prod()) // 4 for o in one]
+
+
+def test_pixels_reach_the_model_in_its_dtype(qwen, pages, monkeypatch):
+    """What docq hands to ``generate`` (what crosses to the GPU there) is already in the vision
+    tower's dtype: half the bytes of float32 in bf16."""
+    seen = []
+    generate = qwen.model.generate
+
+    def recording(**kwargs):
+        seen.append(kwargs["pixel_values"].dtype)
+        return generate(**kwargs)
+
+    monkeypatch.setattr(qwen.model, "generate", recording)
+    gen = qwen.answer("Total?", [view(qwen, pages[0], 2)], PROMPT, NEW)
+    assert seen == [torch.bfloat16]  # before: float32, cast inside the model
+    assert gen.images_encoded == 3
+
+
+def test_dtype_and_int4_options_reach_the_model_options():
+    from click.testing import CliRunner
+
+    from docvqa_cli import options
+    from docvqa_cli.cli.common import model_options
+
+    @model_options()
+    def probe(model):
+        return model
+
+    import click
+
+    command = click.command()(probe)
+    r = CliRunner().invoke(command, ["--dtype", "float16", "--quant", "int4"], standalone_mode=False)
+    assert r.exception is None and r.return_value == options.ModelOptions(dtype="float16", quant="int4")
+    r = CliRunner().invoke(command, ["--dtype", "int8"])
+    assert r.exit_code == 2 and "--dtype" in r.output
+
+
+def test_docq_ask_quant_int4_on_the_cpu_exits_3_saying_why(tmp_path, invoice_pdf, monkeypatch):
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    folder = build_idefics3(tmp_path / "tiny")
+    monkeypatch.setenv("NO_COLOR", "1")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "--model", str(folder), "--device", "cpu",
+                                  "--quant", "int4"])
+    assert r.exit_code == 3 and "int4 needs a CUDA GPU" in r.stderr
+
+
+def test_docq_ask_dtype_bfloat16_on_the_cpu_answers(tmp_path, invoice_pdf, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from docvqa_cli import pipeline
+    from docvqa_cli.cli import main
+
+    folder = build_idefics3(tmp_path / "tiny")
+    dtypes = []
+    opened = pipeline.open_backend
+
+    def recording(*args, **kwargs):
+        loaded, visual = opened(*args, **kwargs)
+        dtypes.append(next(loaded.model.parameters()).dtype)
+        return loaded, visual
+
+    monkeypatch.setattr(pipeline, "open_backend", recording)
+    monkeypatch.setenv("NO_COLOR", "1")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "--model", str(folder), "--device", "cpu",
+                                  "--dtype", "bfloat16", "--max-new-tokens", "3"])
+    assert r.exit_code == 0, r.stderr
+    assert dtypes == [torch.bfloat16] and json.loads(r.stdout)["error"] is None
+
+
+def test_a_one_shot_ask_does_not_compile(tmp_path, invoice_pdf, monkeypatch):
+    """--decode auto: static (compiled) on CUDA for long runs, plain for a few questions."""
+    assert load.resolve_decode("auto", "cuda") == "static"
+    assert load.resolve_decode("auto", "cuda", questions=1) == "plain"
+    assert load.resolve_decode("auto", "cuda:1", questions=load.STATIC_MIN_QUESTIONS) == "static"
+    assert load.resolve_decode("static", "cuda", questions=1) == "static"
+    assert load.resolve_decode("auto", "cpu", questions=1000) == "plain"
+    from click.testing import CliRunner
+
+    from docvqa_cli import pipeline
+    from docvqa_cli.cli import main
+
+    seen = []
+    opened = pipeline.open_backend
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("questions"))
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "open_backend", recording)
+    folder = build_idefics3(tmp_path / "tiny")
+    r = CliRunner().invoke(main, ["ask", str(invoice_pdf), "Total?", "Date?", "--model", str(folder),
+                                  "--device", "cpu", "--max-new-tokens", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert seen == [2]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from decimal import Decimal
-
 import pymupdf
 import pytest
 
@@ -56,29 +54,10 @@ def _best(text, pages):
 
 # --- the normalisations, one by one --------------------------------------------------------
 
-def test_parse_amount_separators_spaces_and_currency():
-    v = Decimal("1007.50")
-    assert v in grounding.parse_amount("1,007.50")
-    assert v in grounding.parse_amount("1.007,50")
-    assert v in grounding.parse_amount("1 007,50")
-    assert grounding.parse_amount("11. 80") == {Decimal("11.80")}
-    for text in ("$4.11", "RM 4.11", "RM4.11", "4.11 EUR", "USD 4.11", "€4,11"):
-        assert Decimal("4.11") in grounding.parse_amount(text), text
-    assert Decimal("1939") in grounding.parse_amount("Rs 1939")
-    assert grounding.parse_amount("1939.0") == grounding.parse_amount("1939.00") == {Decimal("1939")}
-    assert grounding.parse_amount("INV-20417") == set()
-    assert grounding.parse_amount("Total") == set()
-
-
-def test_parse_date_forms():
-    day = {(2017, 12, 31)}
-    for text in ("2017-12-31", "31/12/2017", "31.12.17", "Dec 31, 2017", "31 DEC 2017",
-                 "December 31 , 2017", "31-Dec-2017", "31/12/2017 10:45"):
-        assert grounding.parse_date(text) == day, text
-    assert grounding.parse_date("7. Mai 2014") == {(2014, 5, 7)}  # German month names too
-    assert grounding.parse_date("02/12/2017") == {(2017, 12, 2), (2017, 2, 12)}  # ambiguous
-    assert grounding.parse_date("31/13/2017") == set()  # no such day either way
-    assert grounding.parse_date("Invoice 2017") == set()
+def test_parsers_are_the_values_module():
+    # one parser per kind: grounding reads amounts and dates with docvqa_cli.values
+    assert not hasattr(grounding, "parse_amount") and not hasattr(grounding, "parse_date")
+    assert not hasattr(grounding, "to_page_box")
 
 
 def test_case_and_punctuation(doc_pages):
@@ -179,49 +158,10 @@ def test_model_box_chooses_between_spans_but_never_alone(tmp_path):
     assert grounding.locate("43.00", pages, model_boxes=[near_total]) is None
 
 
-def test_wordy_answer_grounds_the_value_it_names(doc_pages):
-    pages, path = doc_pages
-    m = grounding.locate("It comes to 1,157.40 in all.", pages)
-    assert m is not None and m.score < 0.95
-    assert _centre_in(m.boxes[0], _rect_of(path, 1, "1,157.40")[0])
-    m = grounding.locate("It was issued on 31 December 2017", pages)
-    assert _centre_in(m.boxes[0], _rect_of(path, 1, "31/12/2017")[0])
-    # Two values named: no guess.
+def test_answer_only_partly_printed_gets_no_box(doc_pages):
+    pages, _ = doc_pages
+    # the value is printed, the sentence around it is not: no box on the part that is
+    assert grounding.locate("It comes to 1,157.40 in all.", pages) is None
+    assert grounding.locate("It was issued on 31 December 2017", pages) is None
     assert grounding.locate("Either 11.80 or 19.00", pages) is None
-
-
-def test_to_page_box_maps_model_space_to_points():
-    # A model that saw a 1000x1000 per-mille space of a tile covering (100, 200)-(300, 600).
-    box = grounding.to_page_box((500, 250, 1000, 500), (1000, 1000), (100, 200, 300, 600))
-    assert box == pytest.approx((200, 300, 300, 400))
-    # Resized whole page: 612x792 points shown as 306x396 pixels.
-    assert grounding.to_page_box((10, 20, 30, 40), (306, 396), (0, 0, 612, 792)) == pytest.approx((20, 40, 60, 80))
-
-
-# --- OCR'd scan and the command ------------------------------------------------------------
-
-def test_scan_words_from_ocr(scan_png):
-    pages = documents.load(str(scan_png))  # 100 dpi scan: 1 pt of the source = 100/72 px
-    m = _best("1157.40", pages)
-    cx, cy = (m.boxes[0][0] + m.boxes[0][2]) / 2, (m.boxes[0][1] + m.boxes[0][3]) / 2
-    # "Total due: EUR 1,157.40" sits at (300, 700) pt, 12 pt high, in the source PDF.
-    assert 300 * 100 / 72 < cx < 595 * 100 / 72
-    assert abs(cy - (700 - 4) * 100 / 72) < 20
-
-
-def test_ground_command_prints_json_and_exit_codes(doc_pages, docq_env, python):
-    _, path = doc_pages
-    out = subprocess.run([python, "-m", "docvqa_cli", "ground", str(path), "2017-12-31"],
-                         capture_output=True, text=True, env=docq_env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
-    assert list(data) == ["doc", "text", "matches"]
-    assert data["text"] == "2017-12-31" and data["doc"] == str(path)
-    first = data["matches"][0]
-    assert list(first) == ["page", "boxes", "score"] and first["page"] == 1
-    assert set(first["boxes"][0]) == {"x0", "y0", "x1", "y1"}
-    out = subprocess.run([python, "-m", "docvqa_cli", "ground", str(path), "not on the page"],
-                         capture_output=True, text=True, env=docq_env, timeout=120)
-    assert out.returncode == 1
-    assert json.loads(out.stdout)["matches"] == []
-    assert "not found" in out.stderr
+    assert grounding.locate("ACME Supplies Ltd, Leeds LS1 4AB, Yorkshire", pages) is None

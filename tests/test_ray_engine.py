@@ -129,16 +129,18 @@ def answerer_dying_once(model, marker):
     make = answerer_for(model)
 
     def dying_make():
-        answer = make()
+        step = make()
 
-        def dying(pages, questions, keep):
-            if pages[0].doc.endswith("inv1.pdf") and not os.path.exists(marker):
-                Path(marker).write_text("died")
-                os._exit(1)
-            return answer(pages, questions, keep)
+        class Dying:  # the real answer step, except that it kills its worker once
+            batch_size, model_name, answer_many = step.batch_size, step.model_name, step.answer_many
 
-        dying.model_name = answer.model_name
-        return dying
+            def answer(self, pages, questions, keep):
+                if pages[0].doc.endswith("inv1.pdf") and not os.path.exists(marker):
+                    Path(marker).write_text("died")
+                    os._exit(1)
+                return step.answer(pages, questions, keep)
+
+        return Dying()
 
     return dying_make
 

@@ -13,9 +13,9 @@ import torch
 
 from _tiny_models import build_idefics3
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, pipeline, prompts
+from docvqa_cli import documents, pipeline, prompts, tiles
 from docvqa_cli.vlm import idefics3
-from docvqa_cli.vlm.base import token_confidence
+from docvqa_cli.vlm.base import PageView, confidence_from_logprobs
 from docvqa_cli.vlm.load import load_backend
 
 
@@ -133,15 +133,35 @@ def test_two_pages_show_one_overview_per_page_with_kept_tiles(backend, tmp_path)
 
 
 def test_confidence_is_the_geometric_mean_of_token_probabilities():
-    logits = [torch.log(torch.tensor([0.5, 0.25, 0.25])), torch.log(torch.tensor([0.1, 0.8, 0.1]))]
-    got = token_confidence(logits, [0, 1])
-    assert got == pytest.approx(math.sqrt(0.5 * 0.8))
-    assert token_confidence([], []) is None
+    logprobs = [math.log(0.5), math.log(0.8)]
+    assert confidence_from_logprobs(logprobs) == pytest.approx(math.sqrt(0.5 * 0.8))
+    assert confidence_from_logprobs([]) is None
 
 
-def test_model_confidence_is_a_probability(backend, one_page):
-    record, _ = ask(backend, one_page, 0.5)
-    assert record.confidence is None or 0.0 < record.confidence <= 1.0
+def test_model_confidence_is_the_probability_of_its_answer(backend, one_page):
+    """The confidence is the geometric mean of the answer tokens' probabilities, as one
+    teacher-forced forward over the prompt and the answer computes them independently."""
+    page = one_page[0]
+    views = [PageView(page, tiles.overview(page, max_px=backend.tile_px),
+                      tiles.split(page, tile_px=backend.tile_px)[:2])]
+    inputs = backend._preprocess("What is the total due?", views, "{question}")
+    outputs = backend.forward(inputs, 4)
+    generation = backend.postprocess(outputs, inputs)
+    tokens = outputs["tokens"].tolist()
+    n = next((i for i, t in enumerate(tokens) if t in backend.eos_ids), len(tokens))
+    assert n >= 1 and generation.confidence is not None
+    ids = torch.cat([inputs["input_ids"], torch.tensor([tokens[:n]])], dim=1)
+    with torch.no_grad():
+        logits = backend.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                               pixel_values=inputs["pixel_values"],
+                               pixel_attention_mask=inputs["pixel_attention_mask"]).logits[0].float()
+    start = inputs["input_ids"].shape[1] - 1  # the logits that chose the first answer token
+    logp = torch.log_softmax(logits[start:start + n], dim=-1).gather(1, torch.tensor(tokens[:n])[:, None])
+    expected = math.exp(float(logp.mean()))
+    assert 0.0 < generation.confidence <= 1.0
+    assert generation.confidence == pytest.approx(expected, rel=1e-3)
+    record, _ = ask(backend, one_page, 0.5)  # and a record carries one, rounded
+    assert record.confidence is not None and 0.0 < record.confidence <= 1.0
 
 
 def test_large_grids_map_onto_the_six_markers():

@@ -5,16 +5,28 @@ ARCHITECTURE.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 from docvqa_cli import records
 from docvqa_cli.batch.questions import Question
 
 ERROR_LIMIT = 200  # characters of an exception's message kept in an error record
 
-# The answer step as batch sees it: pages of one document, its pending (id, question)
-# pairs and a keep ratio in, one record per question out (in any order).
-AnswerFn = Callable[[list, list[tuple[str, str]], float], Iterable[records.Answer]]
+class AnswerStep(Protocol):
+    """The answer step as batch sees it (``pipeline.Answerer`` is the real one).
+
+    ``answer``: pages of one document, its pending (id, question) pairs and a keep ratio in,
+    one record per question out (in any order). ``answer_many``: [(doc, pages, questions)] of
+    several documents in, a list of records per document out, in order; used when
+    ``batch_size`` > 1, so that questions of consecutive documents share forwards.
+    ``model_name`` is what the error records of the job carry."""
+
+    batch_size: int
+    model_name: str | None
+
+    def answer(self, pages: list, questions: list[tuple[str, str]], keep: float) -> Iterable[records.Answer]: ...
+
+    def answer_many(self, items: list, keep: float) -> list[list[records.Answer]]: ...
 
 
 # An engine runs the pending work: ``(todo, keep, stop)`` in, where ``todo`` is ``plan``'s
@@ -62,41 +74,17 @@ class Summary:
 
 
 def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerFn]:
-    """The answer step of ``docq ask`` (``pipeline.answer_questions``), loaded on first need.
+                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerStep]:
+    """The answer step of ``docq ask`` (a ``pipeline.Answerer``), made on first need: a
+    callable that loads the model, so nothing loads when the output already holds every pair.
 
     ``open_backend()`` loads the model and returns (backend, visual scorer or None)."""
 
-    def make() -> AnswerFn:
+    def make() -> AnswerStep:
         from docvqa_cli import pipeline, prompts
 
-        template = prompts.load(prompt)
+        template = prompts.load(prompt)  # a bad --prompt fails before the model loads
         backend, visual = open_backend()
-        tokens = prompts.max_new_tokens(template, max_new_tokens)
-        size = pipeline.batch_size_for(backend, tokens, batch_size)
-
-        def answer(pages, questions, keep):
-            return pipeline.answer_questions(pages, questions, backend, keep=keep, prompt=template,
-                                             max_new_tokens=tokens, visual=visual, batch_size=size)
-
-        def many(items, keep):
-            """[(doc, pages, questions)] of several documents, answered ``size`` questions to a
-            forward across documents: a list of records per document, in order."""
-            jobs = []
-            for doc, pages, questions in items:
-                tiles, overviews = pipeline.document_tiles(pages, backend), {}
-                jobs += [pipeline.Job(doc, pages, str(qid), q, tiles, overviews) for qid, q in questions]
-            out = {id(pages): [] for _, pages, _ in items}
-            for job, record in zip(jobs, pipeline.answer_pairs(jobs, backend, keep=keep, prompt=template,
-                                                               max_new_tokens=tokens, visual=visual,
-                                                               batch_size=size)):
-                out[id(job.pages)].append(record)
-            return [out[id(pages)] for _, pages, _ in items]
-
-        answer.many = many
-        answer.batch_size = size
-
-        answer.model_name = backend.name
-        return answer
+        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size)
 
     return make

@@ -13,7 +13,7 @@ from typing import IO, Callable, Sequence
 
 from docvqa_cli import records
 from docvqa_cli.options import DEFAULT_KEEP
-from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, Summary
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, Summary
 from docvqa_cli.batch.local import local_engine
 from docvqa_cli.batch.output import Done, Serialiser
 from docvqa_cli.batch.prefetch import LoadFn
@@ -74,7 +74,7 @@ def run(
     docs: Sequence[str],
     *,
     load: LoadFn | None = None,
-    answerer: Callable[[], AnswerFn] | None = None,
+    answerer: Callable[[], AnswerStep] | None = None,
     output,
     serialiser: Serialiser,
     keep: float = DEFAULT_KEEP,

@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Iterator, Sequence
 
 from docvqa_cli import records
-from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, Engine, failed_record
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, failed_record
 from docvqa_cli.batch.prefetch import LoadFn, Prefetcher
 from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import EnvironmentProblem, UsageError, one_line
@@ -28,7 +28,7 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
-def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], answer: AnswerFn,
+def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], step: AnswerStep,
                     keep: float, model_name: str | None = None, stop=None) -> Iterator[records.Answer]:
     """One document's records: one per question, errors as records, never a gap.
 
@@ -36,7 +36,7 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
     then every question gets that error. An out-of-memory is retried with fewer tiles
     (``_retry``); a question the answer step skipped gets an error record. ``stop.flag``
     (Ctrl-C) ends the document early; the caller resumes it later."""
-    model_name = getattr(answer, "model_name", None) or model_name
+    model_name = step.model_name or model_name
 
     def failed(d, q, message):
         return failed_record(d, q, message, model_name)
@@ -50,13 +50,13 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
     stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
     while pending and not stopped():
         try:
-            for ans in answer(pages, [(q.id, q.text) for q in pending.values()], keep):
+            for ans in step.answer(pages, [(q.id, q.text) for q in pending.values()], keep):
                 pending_q = pending.pop(ans.question_id, None)
                 if pending_q is None:
                     continue
                 ans.doc = doc
                 if ans.error and _oom_text(ans.error):  # the answer step recorded it
-                    ans = _retry(doc, pending_q, ans.error, pages, answer, keep, failed)
+                    ans = _retry(doc, pending_q, ans.error, pages, step, keep, failed)
                 yield ans
                 if stopped():
                     break
@@ -71,22 +71,23 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
             if not pending:
                 break
             q = pending.pop(next(iter(pending)))
-            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), pages, answer, keep, failed)
+            yield _retry(doc, q, one_line(exc, ERROR_LIMIT), pages, step, keep, failed)
 
 
-def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, executor: str = "thread",
+def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1, executor: str = "thread",
                  model_name: str | None = None) -> Engine:
     """This process answers; ``jobs`` workers load the next documents meanwhile
-    (``Prefetcher``). Where the answer step can (``answer.many``), the questions of
-    consecutive documents share forwards: documents are gathered until they hold
-    ``answer.batch_size`` questions, answered together, then yielded one by one."""
+    (``Prefetcher``). When the answer step takes more than one question a forward
+    (``batch_size`` > 1), the questions of consecutive documents share forwards: documents
+    are gathered until they hold ``batch_size`` questions, answered together
+    (``answer_many``), then yielded one by one."""
 
     def engine(todo, keep, stop):
         loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
         try:
             answer = answerer()
-            size = getattr(answer, "batch_size", 1)
-            many = getattr(answer, "many", None) if size > 1 else None
+            size = answer.batch_size
+            many = answer.answer_many if size > 1 else None
             group: list = []
 
             def flush():
@@ -94,7 +95,7 @@ def local_engine(load: LoadFn, answerer: Callable[[], AnswerFn], jobs: int = 1, 
                 answered = iter(_answer_many(many, ready, keep) if len(ready) > 1 else [None] * len(ready))
                 for doc, pages, error, qs in group:
                     first = next(answered) if error is None else None
-                    step = _replay(first, answer) if first is not None else answer
+                    step = _Replay(first, answer) if first is not None else answer
                     yield doc, answer_document(doc, pages, error, qs, step, keep, model_name, stop)
                 group.clear()
 
@@ -124,23 +125,29 @@ def _answer_many(many, ready, keep) -> list:
         return [None] * len(ready)
 
 
-def _replay(records_: list, answer: AnswerFn) -> AnswerFn:
+class _Replay:
     """An answer step that gives back records already computed for a document's first call
     (``answer_document``), and answers anew (retries) after that."""
-    state = {"first": True}
 
-    def step(pages, questions, keep):
-        if state["first"]:
-            state["first"] = False
+    def __init__(self, records_: list, step: AnswerStep):
+        self.records = records_
+        self.step = step
+        self.first = True
+        self.batch_size = step.batch_size
+        self.model_name = step.model_name
+
+    def answer(self, pages, questions, keep):
+        if self.first:
+            self.first = False
             wanted = {qid for qid, _ in questions}
-            return iter([r for r in records_ if r.question_id in wanted])
-        return answer(pages, questions, keep)
+            return iter([r for r in self.records if r.question_id in wanted])
+        return self.step.answer(pages, questions, keep)
 
-    step.model_name = getattr(answer, "model_name", None)
-    return step
+    def answer_many(self, items, keep):
+        return self.step.answer_many(items, keep)
 
 
-def _retry(doc, q, message: str, pages, answer, keep, failed) -> records.Answer:
+def _retry(doc, q, message: str, pages, step: AnswerStep, keep, failed) -> records.Answer:
     """After question ``q`` failed with ``message``: on out-of-memory, try it again with fewer
     tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too, record the error."""
     if not _oom_text(message):
@@ -148,7 +155,7 @@ def _retry(doc, q, message: str, pages, answer, keep, failed) -> records.Answer:
     for factor in OOM_RETRY_FACTORS:
         _free_cuda()
         try:
-            ans = next(iter(answer(pages, [(q.id, q.text)], keep * factor)), None)
+            ans = next(iter(step.answer(pages, [(q.id, q.text)], keep * factor)), None)
         except (EnvironmentProblem, UsageError):
             raise
         except Exception as exc:

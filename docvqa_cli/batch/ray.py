@@ -9,7 +9,7 @@ Ray, as a Dataset of one row per document, ``{doc, questions}``:
                    │               the pages travel pickled (text-layer pages carry the
                    │               document's bytes and render on first need)
                    ▼
-               map(_Answerer)      actors, one model load each (``answerer()``), num_gpus=1
+               map(_AnswerActor)   actors, one model load each (``answerer()``), num_gpus=1
                    │               on a cluster with GPUs (one actor per GPU), else one CPU
                    │               actor: select tiles and answer (``batch.answer_document``)
                    ▼
@@ -43,7 +43,7 @@ import warnings
 from typing import Callable, Iterator, Sequence
 
 from docvqa_cli import records
-from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerFn, failed_record
+from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, failed_record
 from docvqa_cli.batch.local import answer_document
 from docvqa_cli.batch.prefetch import LoadFn, _load_one
 from docvqa_cli.batch.questions import Question
@@ -110,7 +110,7 @@ def _load_row(row: dict, load: LoadFn) -> dict:
     }
 
 
-class _Answerer:
+class _AnswerActor:
     """Actor: loads the model once, then answers one document per call.
 
     A model that cannot load for a reason docq explains (EnvironmentProblem, UsageError:
@@ -118,10 +118,10 @@ class _Answerer:
     restart the actor in vain and hide the message in a traceback: each row then carries
     it as ``fatal`` and the driver raises it, with docq's own message and exit code."""
 
-    def __init__(self, answerer: Callable[[], AnswerFn], keep: float, model_name: str | None):
+    def __init__(self, answerer: Callable[[], AnswerStep], keep: float, model_name: str | None):
         self.fatal = ""
         try:
-            self.answer = answerer()
+            self.step = answerer()
         except (EnvironmentProblem, UsageError) as exc:
             self.fatal = json.dumps([type(exc).__name__, str(exc)])
         self.keep = keep
@@ -134,7 +134,7 @@ class _Answerer:
         questions = [Question(qid, text) for qid, text in json.loads(row["questions"])]
         error = row["error"] or None
         pages = pickle.loads(row["pages"]) if error is None else None
-        answers = answer_document(doc, pages, error, questions, self.answer, self.keep, self.model_name)
+        answers = answer_document(doc, pages, error, questions, self.step, self.keep, self.model_name)
         return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False), "fatal": ""}
 
 
@@ -152,7 +152,7 @@ def plan_actors(cluster_gpus: float, device: str | None, actors: int | None) -> 
 class RayEngine:
     """A ``batch.engine.Engine`` that runs the pending work on Ray Data (see the module docstring)."""
 
-    def __init__(self, load: LoadFn, answerer: Callable[[], AnswerFn], *,
+    def __init__(self, load: LoadFn, answerer: Callable[[], AnswerStep], *,
                  address: str | None = None, device: str | None = None, actors: int | None = None,
                  model_name: str | None = None, say: Callable[[str], None] | None = None):
         require_ray()
@@ -198,7 +198,7 @@ class RayEngine:
                 # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
                 ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
-                ds = ds.map(_Answerer, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
+                ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
                                                               "model_name": self.model_name},
                             concurrency=n_actors, num_gpus=gpus_each, num_cpus=1,
                             max_restarts=-1, max_task_retries=ANSWER_RETRIES)

@@ -39,18 +39,15 @@ def ask(doc, questions, model, answer, out, annotate_out, read):
     template = prompts.load(answer.prompt)
     data = sys.stdin.buffer.read() if doc == "-" else None
     pages = load_pages(doc, read, data=data)
-    backend, visual = pipeline.open_backend(model, answer.visual)
-    max_new_tokens = prompts.max_new_tokens(template, answer.max_new_tokens)
-    batch_size = pipeline.batch_size_for(backend, max_new_tokens, answer.batch_size)
+    backend, visual = pipeline.open_backend(model, answer.visual, questions=len(questions))
+    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False
     records = []
     try:
         writer = get_writer(fmt, stream, csv_raw=out.csv_raw)
         numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
-        for record in pipeline.answer_questions(pages, numbered, backend, keep=answer.keep, prompt=template,
-                                                max_new_tokens=max_new_tokens, doc=doc, visual=visual,
-                                                batch_size=batch_size):
+        for record in answerer.answer(pages, numbered, answer.keep, doc=doc):
             writer.write(record)
             records.append(record)
             failed = failed or record.error is not None

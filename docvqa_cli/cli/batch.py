@@ -15,7 +15,7 @@ from docvqa_cli.errors import ExitCode
 @click.command()
 @click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
 @click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
-@output_options("output", "format",
+@output_options("output", "format", "csv_raw",
                 output={"help": "Append records to this file and resume from it: pairs already in it are skipped."},
                 format={"type": click.Choice(["jsonl", "csv"])})
 @click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
@@ -26,7 +26,6 @@ from docvqa_cli.errors import ExitCode
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
 @model_options()
 @answer_options()
-@output_options("csv_raw")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
               help="Also write, into this folder, a PDF copy of each document with its answers highlighted.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,

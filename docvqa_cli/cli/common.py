@@ -133,7 +133,8 @@ _MODEL = {
     "device": (("--device",), dict(type=Device(), default=opt.ModelOptions.device, show_default=True,
                                    help="Where the model runs; cuda:N picks the N-th GPU.")),
     "quant": (("--quant",), dict(type=click.Choice(opt.QUANTS), default=opt.ModelOptions.quant, show_default=True,
-                                 help="auto: 4bit NF4 on CUDA, none on the CPU.")),
+                                 help="auto: 4bit NF4 (bitsandbytes) on CUDA, none on the CPU. int4: torchao int4 "
+                                      "weight-only, whose decode can be compiled (pip install torchao).")),
     "trust_remote_code": (("--trust-remote-code",), dict(is_flag=True, default=opt.ModelOptions.trust_remote_code,
                           help="Allow the model's own code from the hub to run (off: documents and models are "
                                "untrusted).")),
@@ -141,7 +142,12 @@ _MODEL = {
                              help="A folder of trained TIE adapters (docq tune) to condition the vision encoder.")),
     "decode": (("--decode",), dict(type=click.Choice(opt.DECODES), default=opt.ModelOptions.decode, show_default=True,
                                    help="static: transformers' static KV cache, compiled on CUDA; plain: the dynamic "
-                                        "cache. auto: static on CUDA, plain on the CPU.")),
+                                        "cache. auto: static on CUDA (plain for an ask of a few questions), plain on "
+                                        "the CPU.")),
+    "dtype": (("--dtype",), dict(type=click.Choice(opt.DTYPES), default=opt.ModelOptions.dtype, show_default=True,
+                                 help="The model's float type. auto: bfloat16 on a GPU that has it, else float16; "
+                                      "on the CPU bfloat16 where the processor computes it natively (AMX, "
+                                      "AVX512-BF16), else float32.")),
 }
 
 _ANSWER = {
@@ -157,7 +163,7 @@ _ANSWER = {
                help="Add the model's visual relevance score to tile selection (default: on with --tie, off "
                     "otherwise).")),
     "batch_size": (("--batch-size",), dict(type=click.IntRange(1, 256), default=opt.AnswerOptions.batch_size,
-                   help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 16; "
+                   help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 64; "
                         "4 on the CPU).")),
 }
 
@@ -190,6 +196,9 @@ def _group(cls, name: str, declared: dict):
             raise TypeError("defaults are written once, in docvqa_cli.options")
 
         def decorator(fn):
+            if name in getattr(fn, "__docq_groups__", ()):
+                raise TypeError(f"{fn.__name__}: one {cls.__name__} group per command (list all its fields once)")
+
             @functools.wraps(fn)
             def wrapper(*args, **kwargs):
                 kwargs[name] = cls(**{f: kwargs.pop(f) for f in fields})
@@ -198,6 +207,7 @@ def _group(cls, name: str, declared: dict):
             for field in reversed(fields):  # click lists options in the reverse order of decoration
                 flags, spec = declared[field]
                 wrapper = click.option(*flags, field, **{**spec, **changes.get(field, {})})(wrapper)
+            wrapper.__docq_groups__ = {*getattr(fn, "__docq_groups__", ()), name}
             return wrapper
 
         return decorator

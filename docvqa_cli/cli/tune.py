@@ -15,10 +15,11 @@ _T = TuneOptions  # the defaults below are the trainer's own
 
 @click.command()
 @click.argument("data", type=click.Path(dir_okay=False))
-@model_options("model", "device", "quant", "trust_remote_code",
+@model_options("model", "device", "quant", "dtype", "trust_remote_code",
                model={"help": "Hub id or local folder of the base model (kept frozen; default: the device's "
                               "default model)."},
-               quant={"help": "The frozen base: auto is 4bit NF4 on CUDA (adapters in bf16), none on the CPU."})
+               quant={"help": "The frozen base: auto is 4bit NF4 on CUDA (adapters in the model's dtype), none on "
+                              "the CPU."})
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the adapters (tie_config.json, adapters.safetensors), checkpoints and metrics.")
 @click.option("--steps", type=click.IntRange(1), default=_T.steps, help="Optimizer steps (default: --epochs passes).")
@@ -57,7 +58,7 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
                           keep=answer.keep, dpi=read.dpi)
     tune_mod.read_examples(data)  # bad data fails before the model loads
     backend = load_backend(model.model, device=model.device, quant=model.quant,
-                           trust_remote_code=model.trust_remote_code)
+                           trust_remote_code=model.trust_remote_code, dtype=model.dtype)
     show = progress if progress is not None else sys.stderr.isatty()
     report = tune_mod.tune(data, backend, out_dir, options, progress=show)
     click.echo(json.dumps(report))

@@ -11,6 +11,7 @@ Per-question results are cached on the ``Doc``; the scorers share one ``Doc`` pe
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,11 +21,43 @@ from docvqa_cli.relevance.question import Query
 from docvqa_cli.relevance.vocabulary import _CONFUSE, _deletions
 from docvqa_cli.tiles import Tile
 
+# Document frequency: a phrase found on more than COMMON of the tiles that hold words counts
+# less and less, down to FLOOR of its weight on every tile; documents of fewer than MIN_TILES
+# such tiles are too small to tell a common word from a label. In a document of MIN_PAGES
+# pages or more, a phrase on more than COMMON_PAGES of its pages (a running header or footer,
+# the word "Agreement" in an agreement) counts less in the same way.
+COMMON = 0.2
+FLOOR = 0.2
+MIN_TILES = 8
+COMMON_PAGES = 0.5
+MIN_PAGES = 3
+
+
 @dataclass
 class LabelMatch:
     page: int  # index into Doc.pages
     words: list[int]
-    weight: float
+    weight: float  # the phrase's weight in the query
+    phrase: tuple = ()
+    spread: float = 1.0  # the phrase's document-frequency factor (``df_factor``)
+
+    @property
+    def lexical(self) -> float:
+        """The match's lexical score: its weight, less when the phrase is everywhere."""
+        return self.weight * self.spread
+
+
+def df_factor(tiles_with: int, tiles: int, pages_with: int = 0, pages: int = 0) -> float:
+    """How much a phrase found on ``tiles_with`` of a document's ``tiles`` and ``pages_with``
+    of its ``pages`` (those holding words) still counts: 1 up to a share of ``COMMON`` of
+    the tiles, then ``log(share) / log(COMMON)``; the same over pages with ``COMMON_PAGES``;
+    the smaller of the two, never below ``FLOOR``."""
+    factor = 1.0
+    if tiles >= MIN_TILES and tiles_with > COMMON * tiles:
+        factor = math.log(tiles_with / tiles) / math.log(COMMON)
+    if pages >= MIN_PAGES and pages_with > COMMON_PAGES * pages:
+        factor = min(factor, math.log(pages_with / pages) / math.log(COMMON_PAGES))
+    return max(FLOOR, factor)
 
 
 class Doc:
@@ -111,9 +144,25 @@ class Doc:
                     for phrase, weight in by_first.get(seq[s][0], ()):
                         n = len(phrase)
                         if tuple(t for t, _ in seq[s:s + n]) == phrase:
-                            out.append(LabelMatch(pi, sorted({wi for _, wi in seq[s:s + n]}), weight))
+                            out.append(LabelMatch(pi, sorted({wi for _, wi in seq[s:s + n]}), weight, phrase))
+        self._weigh_by_frequency(out)
         self._labels[query.text] = out
         return out
+
+    def _weigh_by_frequency(self, matches: list[LabelMatch]) -> None:
+        """Set each match's document-frequency factor from the tiles its phrase is found on."""
+        tiles_of: dict[tuple, set[int]] = {}
+        pages_of: dict[tuple, set[int]] = {}
+        for m in matches:
+            held = tiles_of.setdefault(m.phrase, set())
+            pages_of.setdefault(m.phrase, set()).add(m.page)
+            for wi in m.words:
+                held.update(self.tiles_of_word[m.page].get(wi, ()))
+        n = sum(1 for idx in self.words_of_tile if idx)
+        n_pages = sum(1 for pt in self.texts if pt.words)
+        factor = {p: df_factor(len(t), n, len(pages_of[p]), n_pages) for p, t in tiles_of.items()}
+        for m in matches:
+            m.spread = factor[m.phrase]
 
     @staticmethod
     def _canon(tok: str, vocab: set[str], dels: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from docvqa_cli.documents import Word
 from docvqa_cli.relevance.vocabulary import (
-    CURRENCY_TOKENS, MONTH_TOKENS, Vocabulary, _raw_tokens, vocabulary, word_tokens,
+    CURRENCY_TOKENS, MONTH_TOKENS, Vocabulary, _raw_tokens, tokens, vocabulary, word_tokens,
 )
 
 LINE_KINDS = frozenset({"name", "address"})  # kinds of value judged by whole text lines
@@ -223,7 +223,7 @@ def _name_strength(words, ln: _Line, ltoks, letters: int, digits: int, voc: Voca
     return min(1.0, name)
 
 
-HOUSE_WORDS = frozenset({"no", "lot", "unit", "suite", "blk", "block", "ste", "apt", "flat"})
+HOUSE_WORDS = frozenset(tokens("no lot unit suite blk block ste apt flat"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,8 +13,9 @@ from typing import Sequence
 
 from docvqa_cli.relevance.vocabulary import tokens, vocabulary
 
-_WH_TYPES = {("when",): "date", ("how", "much"): "amount", ("how", "many"): "amount",
-             ("who",): "name", ("where",): "address", ("what", "time"): "time"}
+_WH_TYPES = {tuple(tokens(cue)): kind for cue, kind in (
+    ("when", "date"), ("how much", "amount"), ("how many", "amount"), ("who", "name"), ("where", "address"),
+    ("what time", "time"))}
 
 
 @dataclass
@@ -39,6 +40,13 @@ def _contains(seq: Sequence[str], phrase: Sequence[str]) -> bool:
     return any(tuple(seq[i:i + n]) == tuple(phrase) for i in range(len(seq) - n + 1))
 
 
+def _generic(name: str, toks: Sequence[str]) -> bool:
+    """Whether field ``name`` is asked for only by wh-phrases or its own weak labels."""
+    spec = vocabulary().fields[name]
+    weak = set(spec["weak_labels"]) | set(_WH_TYPES)
+    return all(a in weak for a in spec["ask"] if _contains(toks, a))
+
+
 @functools.lru_cache(maxsize=256)
 def parse_question(question: str) -> Query:
     """Turn a question into the phrases, value types and place its answer is likely to have."""
@@ -51,6 +59,12 @@ def parse_question(question: str) -> Query:
         specific = [a for a in voc.fields["invoice_number"]["ask"] if len(a) > 1]
         if not any(_contains(toks, a) for a in specific):
             fields.remove("invoice_number")
+    # "How much is the tax?", "the tax amount": a field asked for only by a generic cue (a
+    # wh-phrase, or one of its weak labels) yields to a field the question names that holds the
+    # same kind of value.
+    named = [n for n in fields if not _generic(n, toks)]
+    fields = [n for n in fields if n in named or not any(
+        set(voc.fields[n]["types"]) & set(voc.fields[m]["types"]) for m in named if m != n)]
     phrases: dict[tuple, float] = {}
 
     def add(p: tuple, w: float) -> None:

@@ -51,11 +51,12 @@ class LexicalScorer(Scorer):
     def score(self, query: Query, doc: Doc) -> list[float]:
         out = [0.0] * len(doc.tiles)
         for m in doc.labels(query):
+            w = m.lexical
             for wi in m.words:
                 for ti in doc.tiles_of_word[m.page].get(wi, ()):
-                    if m.weight > out[ti]:
-                        out[ti] = m.weight
-                    if m.weight >= 0.5:
+                    if w > out[ti]:
+                        out[ti] = w
+                    if w >= 0.5:
                         doc.evidence[ti].add((m.page, wi))
         doc.lexical = out
         return out

@@ -16,23 +16,35 @@ _TOKEN = re.compile(r"[^\W_]+|[#$€£¥₹%@]|n°|nº", re.UNICODE)
 _CONFUSE = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b", "|": "l"})
 
 
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    try:
+        import Stemmer  # PyStemmer: the Snowball stemmers in C (the pure-Python port is ~70x slower)
+    except ImportError:
+        from docvqa_cli.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("tile selection needs PyStemmer: pip install PyStemmer") from None
+    return Stemmer.Stemmer("english")
+
+
 def _stem(tok: str) -> str:
-    if len(tok) > 3 and tok.isalpha():
-        if tok.endswith("ies") and len(tok) > 4:
-            return tok[:-3] + "y"
-        if tok.endswith("sses"):
-            return tok[:-2]
-        if tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
-            return tok[:-1]
+    """A word's Snowball (Porter 2) English stem: "taxes" -> "tax", "governed" -> "govern".
+    Tokens with digits or signs ("inv2024", "#") stay as they are."""
+    if len(tok) > 2 and tok.isalpha():
+        return _stemmer().stemWord(tok)
     return tok
 
 
+_POSSESSIVE = re.compile(r"(?<=[^\W\d_])['’]s\b")
+
+
 def _raw_tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
+    """Lower-case words and signs of ``text``; a possessive "'s" is no word of its own."""
+    return _TOKEN.findall(_POSSESSIVE.sub("", text.lower()))
 
 
 def tokens(text: str) -> list[str]:
-    """Normalised tokens of ``text``: lower case, no punctuation, singular."""
+    """Normalised tokens of ``text``: lower case, no punctuation, stemmed."""
     return [_stem(t) for t in _raw_tokens(text)]
 
 

@@ -8,13 +8,14 @@ digits, amounts (a number with a currency, or with two decimals), then plain num
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from docvqa_cli.values.dates import find_dates, find_times, parse_date, parse_time
 from docvqa_cli.values.durations import find_durations, parse_duration
 from docvqa_cli.values.kinds import Amount, Value
-from docvqa_cli.values.numbers import parse_amount, parse_id, parse_number, parse_percent
+from docvqa_cli.values.numbers import currency_suffix, parse_amount, parse_id, parse_number, parse_percent
 from docvqa_cli.values.vocab import CURRENCY_RE
 
 KINDS = ("date", "time", "duration", "percent", "amount", "number", "id")
@@ -37,11 +38,8 @@ _MINUS = "-−–"
 # Digits and marks; a space only next to a mark (OCR's "11. 80"), or a thin/no-break space.
 _BODY = r"\d(?:[\d'’\u00a0\u202f]|[.,]\s?(?=\d)|\s(?=[.,]\s?\d))*"
 _CUR = CURRENCY_RE.pattern
-_NUMBER_IN_TEXT = re.compile(
-    r"(?:(?<![\w.,])[%s+](?=\s?(?:\d|%s)))?\s?(?:(?P<cur1>(?:%s)\.?\s?)|(?<![\w.,]))(?P<lp>\()?(?P<body>%s)(?![\w]|[.,]\d)"
-    r"(?P<rp>\))?(?P<trail>-(?![\w]))?(?:\s?(?P<cur2>%s))?" % (_MINUS, _CUR, _CUR, _BODY, _CUR),
-    re.IGNORECASE,
-)
+_NUMBER_IN_TEXT = re.compile(r"(?<![\d.,])%s(?![\d]|[.,]\d)" % _BODY)
+_CUR_AFTER = re.compile(r"\s?(?:%s)" % _CUR, re.IGNORECASE)
 _PERCENT_IN_TEXT = re.compile(r"(?<![\w.,])[%s+]?%s\s*(?:%%|per\s?cent(?![^\W\d_])|pct(?![^\W\d_]))" % (_MINUS, _BODY),
                               re.IGNORECASE)
 _ID_IN_TEXT = re.compile(r"(?<![\w/.-])#?[^\W_][\w/.-]*[^\W_](?![\w/-])")
@@ -51,6 +49,11 @@ _CENTS = re.compile(r"\d\s?[.,]\s?\d{2}(?!\d)")
 
 def find_values(text: str) -> list[Found]:
     """The values printed in ``text``, left to right, none overlapping."""
+    return list(_find_values(text))
+
+
+@functools.lru_cache(maxsize=16384)
+def _find_values(text: str) -> tuple[Found, ...]:
     found: list[Found] = []
 
     def free(a: int, b: int) -> bool:
@@ -73,26 +76,39 @@ def find_values(text: str) -> list[Found]:
             if v:
                 found.append(Found(m.start(), m.end(), v))
     for m in _NUMBER_IN_TEXT.finditer(text):
-        a, b = m.span()
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
+        v, a, b = _number_at(text, m.start(), m.end())
         if not free(a, b):
-            a, b = m.span("body")
-            if not free(a, b):
-                continue
-            v = parse_number(m.group("body"))
-        else:
-            s = text[a:b]
-            cur = m.group("cur1") or m.group("cur2")
-            v = parse_amount(s) if (cur or _CENTS.search(m.group("body"))) else parse_number(s)
-            if v is None:
-                v = parse_number(m.group("body"))
-                a, b = m.span("body")
+            a, b = m.span()
+            v = parse_number(m.group()) if free(a, b) else None
         if v is not None:
             found.append(Found(a, b, v))
-    return sorted(found, key=lambda f: f.start)
+    return tuple(sorted(found, key=lambda f: f.start))
+
+
+def _number_at(text: str, a: int, b: int) -> tuple[Value | None, int, int]:
+    """The number whose digits are ``text[a:b]``, with its currency, sign and parentheses."""
+    body = text[a:b]
+    start, end, cur = a, b, False
+    before = text[max(0, a - 9):a]
+    sym = currency_suffix(before[:-1] if before.endswith(" ") else before)
+    if sym:
+        start, cur = a - len(sym) - (1 if before.endswith(" ") else 0), True
+    elif a and text[a - 1].isalpha():
+        return None, a, b  # digits inside a word ("ABC123"): an id, not a number
+    if start and text[start - 1] == "(" and text[end:end + 1] == ")":
+        start, end = start - 1, end + 1
+    if start and text[start - 1] in _MINUS + "+" and (start < 2 or not text[start - 2].isalnum()):
+        start -= 1
+    elif text[end:end + 1] in _MINUS and not text[end + 1:end + 2].isalnum() and text[start - 1:start] != "(":
+        end += 1
+    if not cur:
+        m = _CUR_AFTER.match(text, end)
+        if m:
+            end, cur = m.end(), True
+    v = parse_amount(text[start:end]) if (cur or _CENTS.search(body)) else parse_number(text[start:end])
+    if v is None:
+        return parse_number(body), a, b
+    return v, start, end
 
 
 _PARSERS = {
@@ -101,6 +117,7 @@ _PARSERS = {
 }
 
 
+@functools.lru_cache(maxsize=16384)
 def parse(text: str, kind: str | None = None) -> Value | None:
     """The value a text is: of ``kind`` when given (one of ``KINDS``), else the first kind
     that reads the whole text (dates before amounts before ids). None when it is no value."""

@@ -12,7 +12,7 @@ import re
 from decimal import Decimal
 
 from docvqa_cli.values.kinds import Amount, Id, Number, Percent
-from docvqa_cli.values.vocab import CURRENCY_RE, currency_code
+from docvqa_cli.values.vocab import CURRENCIES, currency_code
 
 _SPACES = "\u00a0\u202f\u2009 "
 NUMBER_BODY = r"\d(?:[\d.,'’%s]*\d)?" % _SPACES
@@ -78,25 +78,57 @@ def parse_number(text: str) -> Number | None:
     return Number(readings[0], readings, text.strip())
 
 
+def currency_suffix(text: str) -> str | None:
+    """The currency sign or code that ``text`` ends with (``"Total: RM"`` -> ``"RM"``), if any:
+    the longest ending that is one, not glued to a letter before it."""
+    tail = _TAIL.search(text)
+    if not tail:
+        return None
+    cand = tail.group()
+    for k in range(len(cand)):
+        piece = cand[k:]
+        key = piece.casefold()
+        if (key in CURRENCIES or key.rstrip(".") in CURRENCIES) and not (
+                piece[0].isalpha() and (k and cand[k - 1].isalpha() or not k and tail.start() and text[tail.start() - 1].isalpha())):
+            return piece
+    return None
+
+
+def currency_prefix(text: str) -> str | None:
+    """The currency sign or code that ``text`` starts with (``"RM9.00"`` -> ``"RM"``), if any."""
+    head = _HEAD.match(text)
+    if not head:
+        return None
+    cand = head.group()
+    for k in range(len(cand), 0, -1):
+        piece = cand[:k]
+        key = piece.casefold()
+        if (key in CURRENCIES or key.rstrip(".") in CURRENCIES) and not (
+                piece[-1].isalpha() and k < len(cand) and cand[k].isalpha()):
+            return piece
+    return None
+
+
+_TAIL = re.compile(r"[^\d\s()]{1,6}$")
+_HEAD = re.compile(r"^[^\d\s()+%s]{1,6}" % re.escape(_MINUS))
+
+
 def _strip_currency(s: str) -> tuple[str, str | None]:
     """``s`` without the currency signs or codes before or after it, and the first of them."""
     symbol = None
     s = s.strip()
     while True:
-        m = CURRENCY_RE.match(s)
-        if m and m.end() > 0:
-            symbol = symbol or m.group()
-            s = s[m.end():].lstrip(" .:")
+        cur = currency_prefix(s)
+        if cur:
+            symbol = symbol or cur
+            s = s[len(cur):].lstrip(" .:")
             continue
-        m = _TRAILING_CURRENCY.search(s)
-        if m and m.start() > 0:
-            symbol = symbol or m.group(1)
-            s = s[:m.start()].rstrip()
+        cur = currency_suffix(s)
+        if cur and len(cur) < len(s):
+            symbol = symbol or cur
+            s = s[:-len(cur)].rstrip()
             continue
         return s, symbol
-
-
-_TRAILING_CURRENCY = re.compile(r"\s*(%s)\.?$" % CURRENCY_RE.pattern, re.IGNORECASE)
 
 
 def parse_amount(text: str) -> Amount | None:

@@ -32,6 +32,7 @@ whose answers are dropped. So compilation happens once per bucket, not once per 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,6 +70,26 @@ class Generation:
     images_encoded: int = 0  # images given to the vision encoder (tiles + overviews)
     boxes: list[ModelBox] = field(default_factory=list)
 
+
+# The grounded prompt's own box line (prompts/grounded.txt): "box: [x0, y0, x1, y1]", 0-1000 of
+# the whole-page image. Families read it whether or not they have a box format of their own.
+BOX_LINE = re.compile(r"\bbox\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)"
+                      r"\s*,\s*(-?\d+(?:\.\d+)?)\s*\]", re.I)
+
+
+def split_box_lines(text: str, page: int, width: float, height: float) -> tuple[str, list[ModelBox]]:
+    """The text without its ``box: [...]`` lines, and those boxes in points of ``page``
+    (``width`` x ``height`` points; the numbers are thousandths of the whole page)."""
+    if not BOX_LINE.search(text):
+        return text, []
+    boxes = []
+    for m in BOX_LINE.finditer(text):
+        x0, y0, x1, y1 = (min(max(float(g), 0.0), 1000.0) / 1000 for g in m.groups())
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        if x1 > x0 and y1 > y0:
+            boxes.append(ModelBox(page, x0 * width, y0 * height, x1 * width, y1 * height))
+    return " ".join(BOX_LINE.sub(" ", text).split()), boxes
 
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
 MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
@@ -155,6 +176,9 @@ class Backend:
     pad_batches: bool | None = None  # fill batches up to their bucket; None: where the decode compiles
     min_new_tokens: int = 0  # benchmarks: force this many tokens (no early end)
     tie: Any = None  # TIE adapters (tie.use_tie), or None
+    # Token ids that end an answer: generation stops at any of them; training (``tune``)
+    # appends the first to each answer. Families set their own in ``__init__``.
+    eos_ids: list[int] = []
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model
@@ -289,10 +313,10 @@ class Backend:
         new = new.cpu()
         return [{"tokens": new[b, :steps], "logprobs": logp[b]} for b in range(new.shape[0])]
 
-    def finish(self, tokens: list[int], logprobs: list[float], stop_ids, stop: str) -> tuple[str, float | None]:
+    def finish(self, tokens: list[int], logprobs: list[float], eos_ids, stop: str) -> tuple[str, float | None]:
         """The answer text and confidence of one row: tokens up to the first end token; with
         ``stop == "newline"`` the text's first line (its closing line-break token not counted)."""
-        n = next((i for i, t in enumerate(tokens) if t in stop_ids), len(tokens))
+        n = next((i for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
         tok = self._tokenizer()
         if stop == "newline" and n:
             newline, blank = self.vocab_sets()
@@ -311,6 +335,17 @@ class Backend:
         return STATIC_PAD_MULTIPLE if self.decode == "static" else 1
 
 
+def pixels_to(pixels, device, dtype):
+    """Pixel values on ``device`` in ``dtype``: cast on the host first (bf16 halves the bytes
+    to copy), and on CUDA copied from pinned memory without blocking the host."""
+    import torch
+
+    pixels = pixels.to(dtype)
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        return pixels.pin_memory().to(device, non_blocking=True)
+    return pixels.to(device)
+
+
 def left_pad(rows: list, pad_value, multiple: int = 1):
     """(B, T) tensor of 1-D rows (each (1, L) or (L,)) padded on the left to a common length,
     rounded up to ``multiple``; and the attention mask (0 on the padding)."""
@@ -326,13 +361,3 @@ def left_pad(rows: list, pad_value, multiple: int = 1):
             out[b, longest - r.shape[0]:] = r
             mask[b, longest - r.shape[0]:] = 1
     return out, mask
-
-
-def token_confidence(logits: list, tokens: list[int]) -> float | None:
-    """Geometric mean of the chosen tokens' probabilities (greedy decoding); None if none."""
-    if not tokens:
-        return None
-    import torch
-
-    logp = [torch.log_softmax(step.float(), dim=-1)[tok].item() for step, tok in zip(logits, tokens)]
-    return float(math.exp(sum(logp) / len(logp)))

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad
+from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
 from docvqa_cli.vlm.load import register
 
 FAKE = "<fake_token_around_image>"
@@ -91,7 +91,7 @@ class Idefics3Backend(Backend):
         stop = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)}
         gen_eos = model.generation_config.eos_token_id
         stop.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        self.stop_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
+        self.eos_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
         self.image_tokens_per_image = self.image_seq_len
         self.vision_patches_per_token = int(config.scale_factor) ** 2  # pixel shuffle: 9 for SmolVLM
         # Reuse of overview features: on where generate takes pre-encoded images.
@@ -146,6 +146,7 @@ class Idefics3Backend(Backend):
             "image_tokens": image_tokens,
             "images_encoded": len(images),
             "overviews": overviews,  # per image: the overview image object, None for a tile
+            "page": (views[0].page.number, views[0].page.width, views[0].page.height) if views else None,
         }
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
@@ -182,7 +183,7 @@ class Idefics3Backend(Backend):
         device = self.model.device
         with torch.inference_mode():
             out = self.model.model.get_image_features(
-                pixel_values[None].to(device=device, dtype=self._vision_dtype()),
+                pixels_to(pixel_values[None], device, self._vision_dtype()),
                 pixel_mask[None].to(device),
                 return_dict=True,
             )
@@ -249,17 +250,21 @@ class Idefics3Backend(Backend):
             tensors["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self._features(inputs))}
         else:
             pv, pm = self._pixels(inputs)
-            tensors["pixel_values"] = pv.to(device=device, dtype=self._vision_dtype())
+            tensors["pixel_values"] = pixels_to(pv, device, self._vision_dtype())
             tensors["pixel_attention_mask"] = pm.to(device)
         stop = inputs[0].get("stop", "eos")
-        return self.generate_rows(tensors, max_new_tokens, stop, self.stop_ids, self.tokenizer.pad_token_id)
+        return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.tokenizer.pad_token_id)
 
     def postprocess(self, outputs: dict, inputs: dict) -> Generation:
-        text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.stop_ids,
+        text, confidence = self.finish(outputs["tokens"].tolist(), outputs["logprobs"].tolist(), self.eos_ids,
                                        inputs.get("stop", "eos"))
+        boxes = []
+        if inputs.get("page") is not None:  # the grounded prompt's box line: a box, not answer text
+            text, boxes = split_box_lines(text, *inputs["page"])
         return Generation(
             text=text.strip(),
             confidence=confidence,
             image_tokens=inputs["image_tokens"],
             images_encoded=inputs["images_encoded"],
+            boxes=boxes,
         )

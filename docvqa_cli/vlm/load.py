@@ -40,13 +40,16 @@ CPU_BATCH_SIZE = 4
 # The most questions per forward on CUDA: memory decides below it (``default_batch_size``);
 # beyond it a record waits long for its batch, and a ~2-4B model already fills an H100/H200.
 MAX_BATCH_SIZE = 64
+# --decode auto compiles (static cache) only for runs of at least this many questions: about
+# 9 s of compilation (H200, transformers 5.24) against tens of ms saved per question.
+STATIC_MIN_QUESTIONS = 16
 GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activations of a batch
 INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128 inputs
 # /proc/cpuinfo flags of a CPU that computes bf16 natively (x86 AMX / AVX512, Arm).
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "tie", "visual"}
+_NOT_FAMILIES = {"base", "load", "memory", "tie", "visual"}
 _discovered = False
 _broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
 
@@ -174,12 +177,16 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS)
 
 
-def cuda_has_bf16() -> bool:
-    """Whether the current CUDA card computes bf16 (compute capability 8.0+: A100, RTX 30xx on)."""
+def cuda_has_bf16(device: str = "cuda") -> bool:
+    """Whether the CUDA card ``device`` computes bf16 (compute capability 8.0+: A100, RTX 30xx on)."""
     import torch
 
     try:
-        return bool(torch.cuda.is_bf16_supported())
+        index = torch.device(device).index
+        if index is None:
+            return bool(torch.cuda.is_bf16_supported())
+        with torch.cuda.device(index):
+            return bool(torch.cuda.is_bf16_supported())
     except Exception:  # noqa: BLE001
         return False
 
@@ -195,7 +202,7 @@ def resolve_dtype(dtype: str, device: str):
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.startswith("cuda"):
-        return torch.bfloat16 if cuda_has_bf16() else torch.float16
+        return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
@@ -370,6 +377,10 @@ def load_backend(
 
     import torch
 
+    if device == "cpu":  # nothing quantised: refuse a model the free RAM cannot hold, before loading it
+        from docvqa_cli.vlm.memory import check_fits
+
+        check_fits(config, torch_dtype, model, smaller=DEFAULT_CPU_MODEL)
     qconfig = quantization_config(quant, tuple(getattr(backend_cls, "keep_unquantized", ())), torch_dtype)
     kwargs = dict(
         use_safetensors=True,
@@ -399,14 +410,17 @@ def load_backend(
     return backend
 
 
-def resolve_decode(decode: str, device) -> str:
+def resolve_decode(decode: str, device, questions: int | None = None) -> str:
     """'plain' or 'static' for --decode auto|plain|static: auto is static on CUDA, plain on the CPU
-    (the static cache is compiled by transformers on CUDA only; on the CPU it only pads)."""
+    (the static cache is compiled by transformers on CUDA only; on the CPU it only pads), and
+    plain for a run of fewer than STATIC_MIN_QUESTIONS ``questions`` (a one-shot ``docq ask``:
+    compiling takes seconds that a few questions never win back)."""
     if decode not in DECODES:
         raise UsageError(f"--decode must be one of {', '.join(DECODES)}, not {decode!r}")
     kind = getattr(device, "type", None) or str(device).partition(":")[0]
     if decode == "auto":
-        return "static" if kind == "cuda" else "plain"
+        few = questions is not None and questions < STATIC_MIN_QUESTIONS
+        return "static" if kind == "cuda" and not few else "plain"
     return decode
 
 

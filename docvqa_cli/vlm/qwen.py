@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad
+from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad, pixels_to
 from docvqa_cli.vlm.load import register
 
 IMAGE_PAD = "<|image_pad|>"
@@ -156,6 +156,8 @@ class QwenBackend(Backend):
             i = tok.convert_tokens_to_ids(t)
             if isinstance(i, int) and i != tok.unk_token_id and i not in eos:
                 eos.append(i)
+        if tok.eos_token_id in eos:  # the tokenizer's own end token first: training appends it
+            eos.insert(0, eos.pop(eos.index(tok.eos_token_id)))
         self.eos_ids = eos
         pad = tok.pad_token_id
         self.pad_id = pad if pad is not None else (eos[0] if eos else 0)
@@ -169,11 +171,16 @@ class QwenBackend(Backend):
     def _budget(self, max_pixels: int) -> dict:
         return image_size(self.processor.image_processor, max_pixels, self.factor)
 
-    def _encode_image(self, image: Image.Image, max_pixels: int) -> tuple[Any, Any]:
+    def _encode_images(self, images: list[Image.Image], max_pixels: int) -> list[tuple[Any, Any]]:
+        """(pixel values, grid_thw) per image, all of one pixel budget in one processor call."""
+        if not images:
+            return []
         out = self.processor.image_processor(
-            images=[image.convert("RGB")], size=self._budget(max_pixels), return_tensors="pt"
+            images=[image.convert("RGB") for image in images], size=self._budget(max_pixels), return_tensors="pt"
         )
-        return out["pixel_values"], out["image_grid_thw"]
+        grids = out["image_grid_thw"]
+        sizes = [int(g.prod()) for g in grids]
+        return list(zip(out["pixel_values"].split(sizes), (g[None] for g in grids)))
 
     def chat_text(self, items: list[tuple[str, str]]) -> str:
         """The user turn (``("text", s)`` / ``("image", "")`` items) and the assistant's cue.
@@ -204,9 +211,12 @@ class QwenBackend(Backend):
         tile_budget = int(TILE_AREA_SLACK * self.tile_px**2)
         overview_budget = self.tile_px**2
         items, pixels, grids, refs = [], [], [], []
+        # All tiles in one processor call, all overviews in another (one budget each).
+        encoded_tiles = iter(self._encode_images([t.image for v in views for t in v.tiles], tile_budget))
+        encoded_overviews = iter(self._encode_images([v.overview for v in views], overview_budget))
 
-        def add(image, budget, label, page, box, tile):
-            pv, grid = self._encode_image(image, budget)
+        def add(encoded, label, page, box, tile):
+            pv, grid = next(encoded)
             tokens = int(grid[0].prod()) // self.merge**2
             _, gh, gw = (int(v) for v in grid[0])
             refs.append(ImageRef(len(refs) + 1, page, box, gw * self.patch, gh * self.patch, tile, tokens))
@@ -218,10 +228,10 @@ class QwenBackend(Backend):
         for view in views:
             page = view.page
             for tile in view.tiles:
-                add(tile.image, tile_budget, tile_label(tile, len(refs) + 1), page.number, tuple(tile.box),
+                add(encoded_tiles, tile_label(tile, len(refs) + 1), page.number, tuple(tile.box),
                     f"r{tile.row + 1}c{tile.col + 1}")
             whole = (0.0, 0.0, float(page.width), float(page.height))
-            add(view.overview, overview_budget, overview_label(view, len(refs) + 1), page.number, whole, None)
+            add(encoded_overviews, overview_label(view, len(refs) + 1), page.number, whole, None)
         items.append(("text", text))
 
         chat = self.chat_text(items)
@@ -264,7 +274,10 @@ class QwenBackend(Backend):
         if with_images:
             tensors["pixel_values"] = torch.cat([m["pixel_values"] for m in with_images])
             tensors["image_grid_thw"] = torch.cat([m["image_grid_thw"] for m in with_images])
+        pixels = tensors.pop("pixel_values", None)
         tensors = {k: v.to(device) for k, v in tensors.items()}
+        if pixels is not None:
+            tensors["pixel_values"] = pixels_to(pixels, device, next(self.model.model.visual.parameters()).dtype)
         stop = inputs[0].get("stop", "eos")
         return self.generate_rows(tensors, max_new_tokens, stop, self.eos_ids, self.pad_id)
 

@@ -334,9 +334,10 @@ class Tie:
 
     @staticmethod
     def _place(adapters: TieAdapters, model) -> TieAdapters:
-        """bf16 on CUDA, fp32 on CPU, on the vision tower's device."""
-        device = model.get_input_embeddings().weight.device
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        """In the model's dtype (``load.resolve_dtype``), on its device."""
+        weight = model.get_input_embeddings().weight
+        device = weight.device
+        dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
         return adapters.to(device=device, dtype=dtype)
 
     @classmethod
