@@ -21,10 +21,13 @@ from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import one_line
 
 class _Stop:
-    """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt)."""
+    """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt).
+    While no record is in flight (``idle``: the engine loads the model or waits for a
+    document's pages, and a hung document may never come), the first Ctrl-C stops at once."""
 
     def __init__(self, say: Callable[[str], None]):
         self.flag = False
+        self.idle = False
         self.say = say
         self.previous = None
 
@@ -34,7 +37,7 @@ class _Stop:
         return self
 
     def _handler(self, signum, frame):
-        if self.flag:
+        if self.flag or self.idle:
             raise KeyboardInterrupt
         self.flag = True
         self.say("stopping after the record in flight (Ctrl-C again to stop at once)")
