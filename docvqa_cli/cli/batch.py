@@ -59,6 +59,8 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
     ocr.check(read.ocr, read.ocr_lang)
     questions = batch_mod.read_questions(questions_file)
     paths = batch_mod.find_documents(docs)
+    if annotate_dir:  # checked before any work; its copies are not documents of the next run
+        paths = _check_annotate_dir(annotate_dir, paths)
     if not paths:
         raise UsageError("DOCS: no documents found")
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
@@ -96,3 +98,28 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
             click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
         return ExitCode.ctrl_c
     return ExitCode.partial if summary.job_has_errors else ExitCode.ok
+
+
+def _check_annotate_dir(folder: str, paths: list[str]) -> list[str]:
+    """Refuse an --annotate folder that cannot be written (before the model loads); return
+    ``paths`` without the documents inside it (copies of an earlier run)."""
+    import os
+
+    from docvqa_cli.errors import UsageError
+
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--annotate {folder}: is a file; give a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--annotate {folder}: cannot make the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--annotate {folder}: cannot write in it; give another folder")
+    inside = os.path.realpath(folder) + os.sep
+    kept = [p for p in paths if p == "-" or not os.path.realpath(p).startswith(inside)]
+    if len(kept) < len(paths):
+        click.echo(f"docq: --annotate {folder}: {len(paths) - len(kept)} file(s) in it left out "
+                   f"(annotated copies are not documents to answer)", err=True)
+    if not kept:
+        raise UsageError("DOCS: no documents found outside the --annotate folder")
+    return kept
