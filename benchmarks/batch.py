@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import batch, documents, pipeline, prompts  # noqa: E402
+from docvqa_cli import batch, documents, formats, pipeline, prompts  # noqa: E402
 from docvqa_cli.options import ModelOptions  # noqa: E402
 
 
@@ -112,10 +112,10 @@ def main() -> None:
 
     def row(engine_name, jobs, engine=None):
         RENDERS.clear()
-        out = TimedOutput(str(tmp / f"out-{engine_name}-{jobs}.jsonl"), "jsonl", overwrite=True)
+        out = TimedOutput(str(tmp / f"out-{engine_name}-{jobs}.jsonl"), formats.get("jsonl"), overwrite=True)
         t = time.perf_counter()
         s = batch.run(questions, docs, load=load, answerer=lambda: step, output=out, engine=engine,
-                      serialiser=batch.Serialiser("jsonl"), jobs=jobs, executor=args.executor, stderr=io.StringIO())
+                      jobs=jobs, executor=args.executor, stderr=io.StringIO())
         dt = time.perf_counter() - t
         out.close()
         steady = (args.docs - 1) / (out.last - out.first) if out.last and out.last > out.first else float("nan")

@@ -1,25 +1,35 @@
-"""Speed of the VLM step at keep 1.0 and 0.5: latency, batched throughput, FLOPs, compute floor.
+"""Speed of the VLM step at keep 1.0 and 0.5: latency, batched throughput, FLOPs, compute floor, memory.
 
 A random-weight model with a real architecture, built from its config numbers (no
 download), saved and loaded through docq's own loading code, on one A4 page rendered at
 the default DPI, with ``--questions`` different questions (each keeps its own tiles). For
-each keep ratio and decode mode (``--decodes plain,static``) it reports:
-- batch-1 latency: ``backend.answer`` of one question forced to ``--new-tokens`` tokens
-  (median of ``--runs`` after ``--warmup``), and the same with 1 token (prefill + vision),
-  so ms per decoded token = (t_N - t_1) / (N - 1);
+each keep ratio (``--keeps``) and decode mode (``--decodes plain,static``) it measures:
+- batch 1: one question through the whole pipeline (``pipeline.answer_questions``: tile
+  scoring, the model forced to ``--new-tokens`` tokens, grounding), median of ``--runs``
+  after ``--warmup``; the same with 1 token (prefill + vision); ms per decoded token from
+  the two (never below 0: with ``--runs 1`` timing noise can invert them);
 - throughput at each of ``--batch-sizes``: all questions through ``backend.answer_batch``
   ``b`` at a time, questions per second (median of ``--runs``);
+- for every row, batch 1 included: the peak GPU memory allocated and reserved (GiB);
 - the model FLOPs per question (counted from the config: vision encoder and connector over
   the images, language-model prefill over the prompt, the decoded tokens), the compute floor
   (questions per second if the card ran every FLOP at its bf16 matmul rate, measured here on
   an 8192^3 matmul), and the share of that floor the best throughput reaches.
-Then the issue-8 goals (batch-1 latency <= 100 ms, best throughput at keep 0.5 >= 40% of the
-floor and >= 1.6x keep 1.0's). A random model's answers are noise; only timings and counts
-mean anything. ``--json FILE`` also writes every number.
+Before every timed run the overview-feature cache is emptied (so every counted FLOP is
+computed), and between keeps the static cache's length is reset. Each row is printed (stderr)
+and appended to ``--json FILE`` (JSON lines: setup, rows, summary) the moment it is measured,
+so a run stopped by a time limit keeps what it measured; ``--time-limit S`` stops starting
+new measurements after S seconds. The last line on stdout:
 
-    python benchmarks/gpu_bench.py                          # SmolVLM-Instruct architecture (Idefics3, 2.25B)
-    python benchmarks/gpu_bench.py --arch qwen3-vl-4b       # docq's default GPU model's architecture
-    python benchmarks/gpu_bench.py --quant 4bit             # NF4 (bitsandbytes) instead of bf16
+    gpu <arch> <quant> b1_ms=<n> ratio_0.5=<n> floor_share=<n> peak_gib=<n>
+
+(batch-1 ms per question at keep 0.5, best keep-0.5 throughput over keep 1.0's, keep 0.5's
+best share of the compute floor, the highest peak allocated memory of any row). A random
+model's answers are noise; only timings, counts and memory mean anything.
+
+    python benchmarks/gpu_bench.py                          # SmolVLM-Instruct architecture (Idefics3, 2.25B), bf16
+    python benchmarks/gpu_bench.py --arch qwen3-vl-4b --quant 4bit --keeps 0.5 --batch-sizes 1,8
+    python benchmarks/gpu_bench.py --quant int4             # torchao int4 weight-only (compiled decode)
     python benchmarks/gpu_bench.py --tiny --device cpu      # a tiny model: checks the set-up anywhere
     python benchmarks/gpu_bench.py --arch tiny-qwen3-vl --device cpu --check-flops
 
@@ -28,8 +38,8 @@ Architectures: ``smolvlm-instruct`` (Idefics3, 2.25B: SigLIP-so400m/14 at 384 px
 tokens a tile; SmolLM2-135M), ``qwen3-vl-4b`` (Qwen3-VL-4B-Instruct, docq's default on CUDA:
 a 24-layer ViT of width 1024, patch 16, merge 2, 256 tokens a 512 px tile; a 36-layer
 language model of width 2560), and the tests' tiny models ``tiny-idefics3`` (= ``--tiny``)
-and ``tiny-qwen3-vl``. The default quantisation here is ``none`` (bf16 on CUDA): the issue's
-goals are about the compiled bf16 path; ``--quant 4bit`` measures docq's default loading.
+and ``tiny-qwen3-vl``. ``--quant``: none (bf16 on CUDA, the dtype policy's choice), 4bit
+(NF4, docq's default loading), int4 (torchao), 8bit.
 """
 
 from __future__ import annotations
@@ -238,13 +248,44 @@ QUESTIONS = [
 ]
 
 
+def gib(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**30, 3)
+
+
+class Recorder:
+    """Prints each row (stderr) and appends it to the JSON-lines file at once."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def __call__(self, kind: str, **row) -> dict:
+        import json
+
+        row = {"kind": kind, **row}
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "kind" and not isinstance(v, (dict, list)))
+        print(f"[{kind}] {shown}", file=sys.stderr, flush=True)
+        if self.path is not None:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(row, default=str) + "\n")
+        return row
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHS) + ["tiny-idefics3", "tiny-qwen3-vl"], default="smolvlm-instruct")
     ap.add_argument("--tiny", action="store_true", help="= --arch tiny-idefics3 (a set-up check, any device)")
     ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    ap.add_argument("--quant", choices=["auto", "4bit", "8bit", "none"], default="none")
+    ap.add_argument("--quant", choices=["none", "4bit", "int4", "8bit"], default="none")
+    ap.add_argument("--dtype", default="auto", help="the model dtype (docq's --dtype)")
     ap.add_argument("--decodes", default="plain,static", help="comma-separated: plain, static")
+    ap.add_argument("--keeps", default="1.0,0.5", help="comma-separated keep ratios")
     ap.add_argument("--batch-sizes", default="1,4,8,16")
     ap.add_argument("--questions", type=int, default=16, help="questions per throughput run")
     ap.add_argument("--dpi", type=int, default=None, help="default: docq's")
@@ -252,24 +293,39 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--model-dir", type=Path, default=None, help="reuse / keep the built model here")
+    ap.add_argument("--time-limit", type=float, default=None, help="start no new measurement after this many s")
     ap.add_argument("--check-flops", action="store_true",
                     help="also count one question's FLOPs with torch's FlopCounterMode (bf16/fp32 weights only)")
-    ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    ap.add_argument("--json", type=Path, default=None, help="append every row here (JSON lines)")
     args = ap.parse_args(argv)
     arch = "tiny-idefics3" if args.tiny else args.arch
+    began = time.perf_counter()
 
-    import json
+    def time_left() -> bool:
+        return args.time_limit is None or time.perf_counter() - began < args.time_limit
 
     import torch
 
     from conftest import write_invoice_pdf
-    from docvqa_cli import documents, relevance, tiles
+    from docvqa_cli import documents, pipeline, relevance, tiles
     from docvqa_cli.pipeline import page_views
     from docvqa_cli.vlm.load import load_backend, resolve_device
 
+    record = Recorder(args.json)
     device = resolve_device(args.device)
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def reset_peak():
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def peaks() -> dict:
+        if not cuda:
+            return {"peak_allocated_gib": None, "peak_reserved_gib": None}
+        return {"peak_allocated_gib": gib(torch.cuda.max_memory_allocated()),
+                "peak_reserved_gib": gib(torch.cuda.max_memory_reserved())}
+
     work = Path(tempfile.mkdtemp(prefix="docq-bench-"))
     folder = args.model_dir or work / "model"
     t0 = time.perf_counter()
@@ -278,9 +334,12 @@ def main(argv=None) -> int:
     built_s = time.perf_counter() - t0
     if cuda:
         torch.cuda.empty_cache()
+        reset_peak()
     t0 = time.perf_counter()
-    backend = load_backend(str(folder), device=device, quant=args.quant, decode="plain")
+    backend = load_backend(str(folder), device=device, quant=args.quant, decode="plain", dtype=args.dtype,
+                           say=lambda line: None)
     load_s = time.perf_counter() - t0
+    weights = peaks()
     backend.min_new_tokens = args.new_tokens  # every question decodes exactly --new-tokens tokens
     rate = matmul_rate(device, sync)
     dpi = args.dpi or documents.DEFAULT_DPI
@@ -291,17 +350,34 @@ def main(argv=None) -> int:
     questions = (QUESTIONS * (args.questions // len(QUESTIONS) + 1))[: args.questions]
     sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     decodes = [d.strip() for d in args.decodes.split(",") if d.strip()]
+    keeps = [float(k) for k in args.keeps.split(",") if k.strip()]
     versions = (f"torch {torch.__version__}, transformers {__import__('transformers').__version__}"
                 f"{', CUDA ' + str(torch.version.cuda) if cuda else ''}")
     card = torch.cuda.get_device_name(0) if cuda else "CPU"
-    print(f"# {arch}, quant {args.quant}, {device} ({card}); {versions}; A4 at {dpi} dpi = "
-          f"{page.image.width}x{page.image.height} px, {len(all_tiles)} tiles of {backend.tile_px} px; "
-          f"build {built_s:.1f} s, load {load_s:.1f} s; bf16 matmul {rate / 1e12:.1f} TFLOP/s", file=sys.stderr,
-          flush=True)
+    dtype = str(next(backend.model.parameters()).dtype).replace("torch.", "")
+    record("setup", arch=arch, quant=args.quant, dtype=dtype, device=device, card=card, versions=versions,
+           dpi=dpi, page_px=f"{page.image.width}x{page.image.height}", tiles=len(all_tiles), tile_px=backend.tile_px,
+           build_s=round(built_s, 1), load_s=round(load_s, 1), weights_gib=weights["peak_allocated_gib"],
+           bf16_tflops=round(rate / 1e12, 1), new_tokens=args.new_tokens, questions=len(questions))
 
-    results = {"arch": arch, "quant": args.quant, "device": device, "card": card, "versions": versions,
-               "bf16_flops_per_s": rate, "new_tokens": args.new_tokens, "questions": len(questions), "rows": []}
-    for keep in (1.0, 0.5):
+    def fresh():
+        """Before every timed run: no overview features kept from an earlier run."""
+        cache = getattr(backend, "_overview_features", None)
+        if cache is not None:
+            cache.clear()
+
+    def timed(fn):
+        def run():
+            fresh()
+            fn()
+        return median_time(run, args.runs, args.warmup, sync)
+
+    rows = []
+    for keep in keeps:
+        if not time_left():
+            break
+        backend.model._previous_max_cache_length = -1  # keep 1.0's static cache length stays behind
+        fresh()
         items = []
         for q in questions:
             kept = [s.tile for s in relevance.select(relevance.score(q, all_tiles), keep)]
@@ -311,78 +387,70 @@ def main(argv=None) -> int:
         vis = statistics.mean(vision_flops(backend, i) for i in inputs)
         images = statistics.mean(i["images_encoded"] if "images_encoded" in i else len(i["images"]) for i in inputs)
         ptok = statistics.mean(prompt_tokens(i) for i in inputs)
-        if args.check_flops and keep == 1.0:
+        if args.check_flops and keep == keeps[0]:
             from torch.utils.flop_counter import FlopCounterMode
 
             counter = FlopCounterMode(display=False)
+            fresh()
             with counter:
                 backend.answer(*items[0], template, max_new_tokens=args.new_tokens)
             counted = counter.get_total_flops()
             mine = question_flops(backend, inputs[0], args.new_tokens)
-            print(f"FLOPs of one question: counted {counted / 1e9:.3f} G, from the config {mine / 1e9:.3f} G "
-                  f"({mine / counted:.2f}x)", file=sys.stderr, flush=True)
-            results["flop_check"] = {"counted": counted, "config": mine}
+            record("flop_check", counted_gflop=counted / 1e9, config_gflop=mine / 1e9, ratio=mine / counted)
         for decode in decodes:
+            if not time_left():
+                break
             backend.decode = decode
             q, v = items[0]
-            t_n = median_time(lambda: backend.answer(q, v, template, max_new_tokens=args.new_tokens),
-                              args.runs, args.warmup + (1 if decode == "static" else 0), sync)
-            t_1 = median_time(lambda: backend.answer(q, v, template, max_new_tokens=1), args.runs, args.warmup, sync)
-            per_token = (t_n - t_1) / max(1, args.new_tokens - 1)
-            row = {"keep": keep, "decode": decode, "images": images, "prompt_tokens": ptok, "flops": flops,
-                   "vision_flops": vis, "latency_s": t_n, "first_token_s": t_1, "ms_per_token": per_token * 1e3,
-                   "throughput": {}}
+            one = [("q1", q)]
+            reset_peak()
+            t_n = timed(lambda: list(pipeline.answer_questions(pages, one, backend, keep=keep, prompt=template,
+                                                               max_new_tokens=args.new_tokens)))
+            t_1 = timed(lambda: backend.answer(q, v, template, max_new_tokens=1))
+            per_token = max(0.0, (t_n - t_1) / max(1, args.new_tokens - 1))
+            row = record("batch1", keep=keep, decode=decode, images=images, prompt_tokens=ptok, gflop=flops / 1e9,
+                         vision_gflop=vis / 1e9, ms=t_n * 1e3, first_token_ms=t_1 * 1e3, ms_per_token=per_token * 1e3,
+                         **peaks())
+            rows.append(row)
             for b in sizes:
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
+                if not time_left():
+                    break
+                reset_peak()
 
                 def run_all():
                     for k in range(0, len(items), b):
                         backend.answer_batch(items[k:k + b], template, args.new_tokens)
 
                 try:
-                    t = median_time(run_all, args.runs, args.warmup, sync)
+                    t = timed(run_all)
                 except torch.OutOfMemoryError:
-                    print(f"keep {keep} {decode} batch {b}: out of GPU memory", file=sys.stderr)
+                    record("oom", keep=keep, decode=decode, batch=b)
                     torch.cuda.empty_cache()
                     break
-                peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-                row["throughput"][b] = {"questions_per_s": len(items) / t, "peak_gib": peak}
-                print(f"keep {keep} {decode} batch {b}: {len(items) / t:.2f} questions/s"
-                      f"{f', peak {peak:.1f} GiB' if peak else ''}", file=sys.stderr, flush=True)
-            results["rows"].append(row)
+                floor = rate / flops
+                rows.append(record("throughput", keep=keep, decode=decode, batch=b,
+                                   questions_per_s=len(items) / t, floor_questions_per_s=floor,
+                                   share_of_floor=(len(items) / t) / floor, **peaks()))
 
-    print(f"\n{arch}, {args.quant}, {card}; {versions}; bf16 matmul {rate / 1e12:.1f} TFLOP/s; "
-          f"{args.new_tokens} new tokens, {len(questions)} questions\n")
-    print("| keep | decode | images | prompt tokens | GFLOP / question (vision) | batch-1 s / question | first token s "
-          "| ms / token | questions/s by batch | best q/s | floor q/s | share of floor |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in results["rows"]:
-        tp = r["throughput"]
-        best = max((v["questions_per_s"] for v in tp.values()), default=float("nan"))
-        floor = rate / r["flops"]
-        r["best_questions_per_s"], r["floor_questions_per_s"], r["share_of_floor"] = best, floor, best / floor
-        by = ", ".join(f"{b}: {v['questions_per_s']:.2f}" for b, v in tp.items())
-        print(f"| {r['keep']} | {r['decode']} | {r['images']:.1f} | {r['prompt_tokens']:.0f} | {r['flops'] / 1e9:.3g} "
-              f"({r['vision_flops'] / 1e9:.3g}) | {r['latency_s']:.3f} | {r['first_token_s']:.3f} "
-              f"| {r['ms_per_token']:.1f} | {by} | {best:.2f} | {floor:.1f} | {100 * best / floor:.1f}% |")
-    best_of = {keep: max((r for r in results["rows"] if r["keep"] == keep), key=lambda r: r["best_questions_per_s"])
-               for keep in (1.0, 0.5)}
-    lat = min(r["latency_s"] for r in results["rows"])
-    half, full = best_of[0.5], best_of[1.0]
-    goals = {
-        "batch1_latency_s": lat, "latency_goal_met": lat <= 0.100,
-        "share_of_floor_keep_0.5": half["share_of_floor"], "share_goal_met": half["share_of_floor"] >= 0.40,
-        "keep_0.5_over_1.0": half["best_questions_per_s"] / full["best_questions_per_s"],
-    }
-    goals["ratio_goal_met"] = goals["keep_0.5_over_1.0"] >= 1.6
-    results["goals"] = goals
-    print(f"\ngoals: batch-1 latency {lat * 1e3:.0f} ms (<= 100: {'yes' if goals['latency_goal_met'] else 'no'}); "
-          f"keep 0.5 at {100 * half['share_of_floor']:.1f}% of the floor (>= 40%: "
-          f"{'yes' if goals['share_goal_met'] else 'no'}); keep 0.5 / 1.0 throughput "
-          f"{goals['keep_0.5_over_1.0']:.2f}x (>= 1.6: {'yes' if goals['ratio_goal_met'] else 'no'})")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    def best(keep):
+        tp = [r for r in rows if r["kind"] == "throughput" and r["keep"] == keep]
+        return max(tp, key=lambda r: r["questions_per_s"]) if tp else None
+
+    b1 = [r for r in rows if r["kind"] == "batch1" and r["keep"] == (0.5 if 0.5 in keeps else keeps[0])]
+    half, full = best(0.5), best(1.0)
+    peak = max((r["peak_allocated_gib"] for r in rows if r.get("peak_allocated_gib") is not None), default=None)
+    summary = record(
+        "summary", arch=arch, quant=args.quant,
+        b1_ms=min(r["ms"] for r in b1) if b1 else None,
+        ratio_05=half["questions_per_s"] / full["questions_per_s"] if half and full else None,
+        floor_share=half["share_of_floor"] if half else None, peak_gib=peak,
+        seconds=round(time.perf_counter() - began, 1), complete=time_left())
+
+    def n(v, digits=3):
+        return "na" if v is None else f"{v:.{digits}g}"
+
+    print(f"gpu {arch} {args.quant} b1_ms={n(summary['b1_ms'], 4)} ratio_0.5={n(summary['ratio_05'])} "
+          f"floor_share={n(summary['floor_share'])} peak_gib={n(summary['peak_gib'])}", flush=True)
     return 0
 
 

@@ -15,7 +15,7 @@ Architectures (text / vision sizes of the public configs; weights are random):
 - smolvlm-256m: SmolVLM-256M-Instruct (SigLIP 12 x 768, 30 x 576)
 - qwen3-vl-4b (and the other Qwen3-VL archs of gpu_bench.py): the default CUDA model; TIE
   conditions each image's run of Qwen's packed patch sequence, and the relevance loss maps
-  the overview's patches to tiles (vlm/tie.py, ``qwen_patch_order``).
+  the overview's patches to tiles (vlm/families/qwen.py, ``patch_order``).
 """
 
 from __future__ import annotations

@@ -79,6 +79,13 @@ def check_pymupdf() -> Check:
     return Check("pymupdf", True, getattr(pymupdf, "VersionBind", v))
 
 
+def check_stemmer() -> Check:
+    v = _version("Stemmer", "PyStemmer")
+    if v is None:
+        return Check("stemmer (tile selection)", False, "PyStemmer not installed", "pip install PyStemmer")
+    return Check("stemmer (tile selection)", True, f"PyStemmer {v} (Snowball English)")
+
+
 def check_rapidocr() -> Check:
     v = _version("rapidocr")
     if v is None:
@@ -127,23 +134,45 @@ def check_tie(folder: str) -> Check:
 
 
 def check_cache() -> Check:
-    try:
-        from huggingface_hub import constants
+    from docvqa_cli import models
 
-        folder = constants.HF_HUB_CACHE
-    except Exception:
-        folder = os.path.expanduser("~/.cache/huggingface/hub")
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    detail = folder + (" (offline: HF_HUB_OFFLINE=1)" if offline else "")
-    exists = os.path.isdir(folder)
-    return Check("model cache", True, detail if exists else detail + " (empty: the first `docq ask` downloads the model)",
-                 required=False)
+    folder = models.cache_dir()
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    detail = folder + (f" (offline: HF_HUB_OFFLINE={flag.strip()})" if models.offline() else "")
+    return Check("model cache", True, detail if os.path.isdir(folder) else detail + " (empty)", required=False)
+
+
+def check_default_model() -> Check:
+    """Whether the model docq loads without --model on this machine is in the cache, and
+    what the first `docq ask` will do if it is not."""
+    from docvqa_cli import models
+
+    try:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # torch's own check says what is wrong
+        device = "cpu"
+    name = models.default_model(device)
+    where = "for CUDA" if device == "cuda" else "for the CPU"
+    if models.is_cached(name):
+        entry = next((c for c in models.cached() if c.name == name), None)
+        size = f", {models.human(entry.size)}" if entry else ""
+        return Check("default model", True, f"{name} ({where}) is in the cache{size}", required=False)
+    pull = f"docq models pull {name}"
+    if models.offline():
+        return Check("default model", False, f"{name} ({where}) is not in the cache and HF_HUB_OFFLINE is set: "
+                                             "docq ask cannot run without --model DIR",
+                     f"`{pull}` on a machine with the network, then copy its cache here (README, "
+                     "\"Offline and air-gapped use\")", required=False)
+    return Check("default model", False, f"{name} ({where}) is not in the cache: the first `docq ask` downloads it",
+                 f"{pull} (now, with a progress bar)", required=False)
 
 
 def run_checks(tie_dir: str | None = None) -> list[Check]:
     checks = check_torch()
-    checks += [check_transformers(), check_bitsandbytes(), check_pymupdf(), check_rapidocr(),
-               check_tesseract(), check_semantic(), check_cache()]
+    checks += [check_transformers(), check_bitsandbytes(), check_pymupdf(), check_stemmer(), check_rapidocr(),
+               check_tesseract(), check_semantic(), check_cache(), check_default_model()]
     if tie_dir:
         checks.append(check_tie(tie_dir))
     else:

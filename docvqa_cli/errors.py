@@ -6,7 +6,8 @@ Every exception says what went wrong and, where it can, what the user should do.
 
 from __future__ import annotations
 
-from enum import IntEnum
+import sys
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -53,8 +54,60 @@ class EnvironmentProblem(DocqError):
     exit_code = ExitCode.environment
 
 
+class ErrorKind(Enum):
+    """What kind of failure an exception is, carried with it (and with the error record it
+    becomes, ``records.Answer.failure``) to where it is handled: batch retries
+    ``out_of_memory`` with fewer tiles, stops on ``environment`` and ``usage``, and records
+    the rest."""
+
+    out_of_memory = "out of memory"  # torch's OutOfMemoryError (CUDA), MemoryError
+    bad_document = "bad document"  # InputError: this document cannot be read
+    environment = "environment"  # EnvironmentProblem: this machine lacks something
+    usage = "usage"  # UsageError: an option or argument is wrong
+    other = "other"  # anything else: a record with the error, the job goes on
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The kind of ``exc``, by its type (never by its text)."""
+    if isinstance(exc, MemoryError):
+        return ErrorKind.out_of_memory
+    torch = sys.modules.get("torch")  # only loaded when a model is: then its OOM type exists
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return ErrorKind.out_of_memory
+    for kind, cls in ((ErrorKind.bad_document, InputError), (ErrorKind.environment, EnvironmentProblem),
+                      (ErrorKind.usage, UsageError)):
+        if isinstance(exc, cls):
+            return kind
+    return ErrorKind.other
+
+
 def one_line(exc: BaseException, limit: int | None = None) -> str:
     """``Type: first line of the message`` (cut to ``limit`` characters), for error records."""
     lines = str(exc).strip().splitlines()
     text = lines[0][:limit] if lines else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- running out of (GPU) memory: one policy for ask, batch and the Ray engine ----------------
+
+OOM_RETRY_FACTORS = (0.5, 0.25)  # of --keep: the tiles a question retries with after running out of memory
+OOM_GAVE_UP = "out of memory, also with fewer tiles"  # starts the record of a question that still ran out
+
+
+def oom_gave_up(message: str, keep: float) -> str:
+    """The error of a question that ran out of memory with its fewest tiles too."""
+    return f"{OOM_GAVE_UP} (--keep {keep * OOM_RETRY_FACTORS[-1]:g}): {message}"
+
+
+def free_device_memory() -> None:
+    """Collect garbage and hand the CUDA allocator's cached blocks back (after a failed batch;
+    call it where the failure's exception is gone, or its tensors stay alive). Imports
+    nothing: without torch loaded there is nothing to free."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -2,7 +2,8 @@
 
 ``explain(doc, question, pages)`` tiles the pages, scores and selects the tiles as
 ``docq ask`` would, with no model, and returns an ``Explanation``. ``to_json`` gives the
-object of DESIGN.md's explain contract; ``print_table`` a rich table per page; ``draw``
+JSON object of ``docq explain --format json`` (README; ARCHITECTURE.md for where explain
+sits); ``print_table`` a rich table per page; ``draw``
 one PNG per page: dropped tiles faded, kept tiles in full colour with an outline whose
 tint grows with the score, and the words that earned the score highlighted.
 """
@@ -58,7 +59,8 @@ def _r(v: float) -> float:
 
 
 def to_json(ex: Explanation) -> dict:
-    """``{"doc", "question", "keep", "pages": [{"page", "width", "height", "tiles": [...]}]}``."""
+    """``{"doc", "question", "keep", "pages": [{"page", "width", "height", "tiles": [...]}]}``; each
+    tile carries the words that earned its score (``words``: text and box), as the table shows."""
     pages = []
     for page in ex.pages:
         tiles = []
@@ -69,6 +71,7 @@ def to_json(ex: Explanation) -> dict:
                 "score": round(s.score, 4),
                 "kept": s.kept,
                 "parts": {k: round(v, 4) for k, v in s.parts.items()},
+                "words": [{"text": w.text, "box": [_r(v) for v in w.box]} for w in s.matches],
             })
         pages.append({"page": page.number, "width": _r(page.width), "height": _r(page.height), "tiles": tiles})
     return {"doc": ex.doc, "question": ex.question, "keep": ex.keep, "pages": pages}

@@ -33,11 +33,15 @@ DECODES = ("auto", "plain", "static")
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
+<<<<<<< HEAD
 # Images (page overviews plus kept tiles) in one question's prompt: its memory budget (prompt_cap.py).
 DEFAULT_MAX_IMAGES = 24
+=======
+TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
+DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
+>>>>>>> main
 
-# --- output -----------------------------------------------------------------------------------
-RECORD_FORMATS = ("jsonl", "csv", "table")
+# --- output: the formats and their names are docvqa_cli.formats' -----------------------------
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class AnswerOptions:
     max_new_tokens: int | None = None  # None: the prompt's own, else prompts.DEFAULT_MAX_NEW_TOKENS
     visual: bool | None = None  # None: on with --tie, off otherwise
     batch_size: int | None = None  # None: what the device affords
+    date_order: str | None = None  # None: an ambiguous date the document does not settle stays null
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,14 @@ class TuneOptions:
     ocr: str | None = DEFAULT_OCR
     gradient_checkpointing: bool = True
     prompt: str | None = None  # template text; None = the default prompt
+
+
+@dataclass(frozen=True)
+class ShowOptions:
+    """What a command shows on stderr while it works (never on stdout)."""
+
+    progress: bool = False  # also when stderr is not a terminal
+    quiet: bool = False  # nothing but errors
 
 
 @dataclass(frozen=True)

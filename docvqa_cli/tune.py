@@ -182,7 +182,7 @@ class Trainer:
     def lm_loss(self, prep: Prepared) -> torch.Tensor:
         ex = prep.example
         inputs = self.backend.preprocess(ex.question, prep.views, self.template)
-        inputs = inputs.get("model_inputs", inputs)  # Qwen keeps its tensors under model_inputs
+        inputs = self.backend.model_inputs(inputs)  # the family knows where its tensors sit
         answer_ids = self.tokenizer(" " + ex.answer.strip(), add_special_tokens=False)["input_ids"]
         end = self._end_id()
         if end is not None:

@@ -80,18 +80,21 @@ def _shrink_qwen(cfg: dict) -> dict:
     return cfg
 
 
-def small_config(folder: Path):
-    """The real config with fewer and narrower layers (a transformers config object)."""
+def small_config(folder: Path, small: bool = True):
+    """The real config with fewer and narrower layers (a transformers config object); the real
+    size with ``small=False``."""
     from transformers import AutoConfig
 
     cfg = json.loads((folder / "config.json").read_text())
-    cfg = _shrink_idefics3(cfg) if cfg["model_type"] == "idefics3" else _shrink_qwen(cfg)
+    if small:
+        cfg = _shrink_idefics3(cfg) if cfg["model_type"] == "idefics3" else _shrink_qwen(cfg)
     model_type = cfg.pop("model_type")
     return AutoConfig.for_model(model_type, **cfg)
 
 
-def build(name: str, out: Path) -> Path:
-    """A folder like the hub's for ``name``: small random safetensors + the real metadata files."""
+def build(name: str, out: Path, small: bool = True) -> Path:
+    """A folder like the hub's for ``name``: random safetensors (small, or the real size with
+    ``small=False``) + the real metadata files."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -99,7 +102,7 @@ def build(name: str, out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(small_config(src)).eval()
+    model = AutoModelForImageTextToText.from_config(small_config(src, small)).eval()
     model.save_pretrained(out, safe_serialization=True)
     for f in src.iterdir():  # every real metadata file (the generation config among them)
         if f.name not in ("config.json", "README.md"):

@@ -146,12 +146,14 @@ def test_a_family_registers_with_one_call():
         family = "toy"
         model_types = ("toy_vlm",)
 
+    from docvqa_cli.vlm import families
+
     try:
-        load.register(Toy)
-        assert load.backend_for("toy_vlm") is Toy
-        assert load.families()["idefics3"].family == "idefics3"
+        families.register(Toy)
+        assert families.backend_for("toy_vlm") is Toy
+        assert families.families()["idefics3"].family == "idefics3"
     finally:
-        load._REGISTRY.pop("toy_vlm", None)
+        families._REGISTRY.pop("toy_vlm", None)
 
 
 def test_prompts_built_in_and_from_a_file(tmp_path):
@@ -198,9 +200,9 @@ def test_ask_csv_to_file_with_an_annotated_copy(tiny_model, invoice_pdf, tmp_pat
     (lambda p: (p.write_bytes(b""), p)[1], "empty"),
     (lambda p: (p.write_text("just some text\n"), p)[1], "not a PDF"),
 ])
-def test_bad_document_is_one_line_naming_the_file_exit_1(tmp_path, monkeypatch, make, cause):
-    bad = make(tmp_path / "bad.pdf")
-    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu")
+def test_bad_document_is_one_line_naming_the_file_exit_1(tiny_model, tmp_path, monkeypatch, make, cause):
+    bad = make(tmp_path / "bad.pdf")  # the model is checked first (it is there), then the document fails
+    code, out, err = docq_in_process(monkeypatch, "ask", bad, "Total?", "--device", "cpu", "--model", tiny_model)
     assert code == ExitCode.partial
     assert out == b""
     lines = err.decode().strip().splitlines()
@@ -226,6 +228,30 @@ def test_outputs_are_checked_before_any_work_and_never_overwrite_the_input(tiny_
         assert code == ExitCode.usage, err.decode()
         assert words in err.decode() and err.decode().count("\n") == 1
         assert doc.read_bytes() == before
+
+
+def test_an_existing_output_is_kept_unless_overwrite_is_given(tiny_model, invoice_pdf, tmp_path, monkeypatch):
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"doc": "earlier.pdf", "question_id": "q1"}\n')
+    before = out.read_bytes()
+    # Refused before any work (a model that does not exist is never reached), file untouched.
+    code, stdout, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tmp_path / "nothing",
+                                        "--device", "cpu", "-o", out)
+    assert code == ExitCode.usage and stdout == b""
+    assert "already exists" in err.decode() and "--overwrite" in err.decode() and err.decode().count("\n") == 1
+    assert out.read_bytes() == before
+    code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "--overwrite", "Total?", "--model", tiny_model,
+                                   "--device", "cpu", "--max-new-tokens", "2")
+    assert code == ExitCode.usage and "--overwrite needs -o" in err.decode()
+    # An empty file (or /dev/null) is written to; --overwrite replaces one that holds records.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    for path, extra in ((empty, []), (out, ["--overwrite"])):
+        code, _, err = docq_in_process(monkeypatch, "ask", invoice_pdf, "Total?", "--model", tiny_model,
+                                       "--device", "cpu", "--max-new-tokens", "2", "-o", path, *extra)
+        assert code == ExitCode.ok, err.decode()
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [(r["doc"], r["question"]) for r in rows] == [(str(invoice_pdf), "Total?")]
 
 
 def test_csv_chosen_by_the_output_name_and_empty_question_refused(tiny_model, invoice_pdf, tmp_path, monkeypatch):

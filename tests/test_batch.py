@@ -19,7 +19,7 @@ import pymupdf
 import pytest
 
 from conftest import write_invoice_pdf, write_scan
-from docvqa_cli import batch, documents, records
+from docvqa_cli import batch, documents, formats, records
 from docvqa_cli.errors import UsageError
 from docvqa_cli.options import ModelOptions
 
@@ -68,10 +68,10 @@ class CountingLoad:
 
 def run_batch(tmp_path, questions, docs, out, fmt="jsonl", answer=stand_in_answer, jobs=1,
               executor="thread", load=None, overwrite=False):
-    output = batch.Output(str(out), fmt, overwrite=overwrite)
+    output = batch.Output(str(out), formats.get(fmt), overwrite=overwrite)
     try:
         summary = batch.run(questions, docs, load=load or CountingLoad(), answerer=lambda: Step(answer),
-                            output=output, serialiser=batch.Serialiser(fmt), jobs=jobs,
+                            output=output, jobs=jobs,
                             executor=executor, stderr=io.StringIO())
     finally:
         output.close()
@@ -183,20 +183,20 @@ def sample_answers(n=4) -> list[records.Answer]:
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_a_file_cut_at_any_byte_is_repaired_to_its_last_whole_record(tmp_path, fmt, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not what this tests; speed is
-    ser = batch.Serialiser(fmt)
+    ser = formats.get(fmt)
     parts = [ser.record(a) for a in sample_answers()]
     if fmt == "csv":
-        parts[0] = ser.header + parts[0]
+        parts[0] = ser.header() + parts[0]
     full = "".join(parts).encode("utf-8")
     ends = [0]
     for p in parts:
         ends.append(ends[-1] + len(p.encode("utf-8")))
     if fmt == "csv":
-        ends.insert(1, len(ser.header.encode()))  # a header alone is a whole prefix
+        ends.insert(1, len(ser.header().encode()))  # a header alone is a whole prefix
     out = tmp_path / f"out.{fmt}"
     for cut in range(len(full) + 1):
         out.write_bytes(full[:cut])
-        o = batch.Output(str(out), fmt)
+        o = batch.Output(str(out), ser)
         o.close()
         kept = max(e for e in ends if e <= cut)
         assert out.read_bytes() == full[:kept], cut
@@ -211,17 +211,17 @@ def test_a_file_cut_at_any_byte_is_repaired_to_its_last_whole_record(tmp_path, f
 def test_overwrite_starts_over_and_a_second_writer_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text('{"doc": "a", "question_id": "q1"}\n')
-    o = batch.Output(str(out), "jsonl")
+    o = batch.Output(str(out), formats.get("jsonl"))
     assert ("a", "q1") in o.done.pairs
     with pytest.raises(UsageError, match="another docq batch"):
-        batch.Output(str(out), "jsonl")
+        batch.Output(str(out), formats.get("jsonl"))
     o.close()
-    o = batch.Output(str(out), "jsonl", overwrite=True)
+    o = batch.Output(str(out), formats.get("jsonl"), overwrite=True)
     o.close()
     assert out.read_bytes() == b""
     out.write_text('{"doc": "a", "question_id": "q1"}\n')
     with pytest.raises(UsageError, match="JSONL"):
-        batch.Output(str(out), "csv")
+        batch.Output(str(out), formats.get("csv"))
 
 
 # --- the run loop (with the stand-in answer step) ---------------------------------------------
@@ -287,11 +287,11 @@ def test_a_question_file_that_gained_a_question_and_csv_resume(tmp_path):
     assert open(out, encoding="utf-8").read().count("doc,question_id") == 1  # one header
 
 
-class FakeOOM(RuntimeError):
-    """Stands for torch.cuda.OutOfMemoryError (same name) without a GPU."""
+def cuda_oom(message: str) -> BaseException:
+    """torch's own CUDA out-of-memory error (made without a GPU): batch knows it by its type."""
+    import torch
 
-
-FakeOOM.__name__ = "OutOfMemoryError"
+    return torch.OutOfMemoryError(message)
 
 
 def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path):
@@ -302,7 +302,7 @@ def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path)
         for qid, text in questions:
             keeps.append(keep)
             if keep > 0.25 and qid == "q1":
-                raise FakeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+                raise cuda_oom("CUDA out of memory. Tried to allocate 2.00 GiB")
             yield from stand_in_answer(pages, [(qid, text)], keep)
 
     out = tmp_path / "out.jsonl"
@@ -313,7 +313,7 @@ def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path)
     assert rows[0]["tiles_kept"] < rows[1]["tiles_kept"]
 
     def never(pages, questions, keep):
-        raise FakeOOM("CUDA out of memory")
+        raise cuda_oom("CUDA out of memory")
         yield
 
     out2 = tmp_path / "out2.jsonl"
@@ -345,19 +345,48 @@ def test_ctrl_c_stops_after_the_record_in_flight_and_a_rerun_finishes(tmp_path):
     assert batch.resume_hint(["batch", "q.txt", "d", "-o", "o.jsonl", "--overwrite"]) == "docq batch q.txt d -o o.jsonl"
 
 
-def test_out_of_memory_recorded_by_the_answer_step_is_retried_too(tmp_path):
+def test_failures_are_handled_by_their_kind_never_by_their_text(tmp_path):
+    from docvqa_cli.errors import EnvironmentProblem, ErrorKind
+
     docs = [str(write_invoice_pdf(tmp_path / "d.pdf"))]
+    keeps = []
 
     def recording(pages, questions, keep):  # test double: errors as records, like pipeline.py
         for rec in stand_in_answer(pages, questions, keep):
-            if keep > 0.3:
-                rec.error = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
+            keeps.append(keep)
+            rec.error, rec.failure = "out of memory, also with fewer tiles", ErrorKind.out_of_memory
             yield rec
 
     out = tmp_path / "out.jsonl"
     summary = run_batch(tmp_path, QUESTIONS, docs, out, answer=recording)
-    rows = read_jsonl(out)
-    assert [r["error"] for r in rows] == [None, None] and summary.answered == 2
+    # A recorded failure is final: the answer step (pipeline.Answerer) has retried it already.
+    assert keeps == [0.5, 0.5] and summary.errors == 2
+    assert all("out of memory" in r["error"] and "failure" not in r for r in read_jsonl(out))
+
+    def says_oom_but_is_not(pages, questions, keep):  # the words alone do not make an OOM
+        keeps.append(keep)
+        raise RuntimeError("CUDA out of memory (a message, not the error type)")
+        yield
+
+    keeps.clear()
+    run_batch(tmp_path, QUESTIONS, docs, tmp_path / "out2.jsonl", answer=says_oom_but_is_not)
+    assert keeps == [0.5, 0.5]  # no retry with fewer tiles
+
+    def host_oom(pages, questions, keep):  # MemoryError is out of memory too: retried
+        keeps.append(keep)
+        raise MemoryError()
+        yield
+
+    keeps.clear()
+    run_batch(tmp_path, QUESTIONS[:1], docs, tmp_path / "out3.jsonl", answer=host_oom)
+    assert keeps == [0.5, 0.25, 0.125]
+
+    def missing_package(pages, questions, keep):  # an environment problem stops the job
+        raise EnvironmentProblem("bitsandbytes missing: pip install bitsandbytes")
+        yield
+
+    with pytest.raises(EnvironmentProblem):
+        run_batch(tmp_path, QUESTIONS, docs, tmp_path / "out4.jsonl", answer=missing_package)
 
 
 # --- with a real tiny model through `docq batch` -----------------------------------------------
@@ -511,13 +540,18 @@ def test_questions_of_several_documents_share_a_forward_with_the_same_answers(tm
     docs.insert(1, str(tmp_path / "bad.pdf"))
     questions = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the date?")]
     sizes = []
-    real = Backend.answer_batch
+    real, real_one = Backend.answer_batch, Backend.answer
 
     def counting(self, items, prompt, max_new_tokens=32):
         sizes.append(len(items))
         return real(self, items, prompt, max_new_tokens)
 
+    def counting_one(self, question, views, prompt, max_new_tokens=32):  # a batch of one skips answer_batch
+        sizes.append(1)
+        return real_one(self, question, views, prompt, max_new_tokens)
+
     monkeypatch.setattr(Backend, "answer_batch", counting)
+    monkeypatch.setattr(Backend, "answer", counting_one)
 
     def job(batch_size):
         sizes.clear()
@@ -525,7 +559,7 @@ def test_questions_of_several_documents_share_a_forward_with_the_same_answers(tm
         opener = functools.partial(pipeline.open_backend, ModelOptions(str(tiny_model), "cpu", decode="plain"))
         summary = batch.run(questions, docs, load=functools.partial(documents.load, dpi=72),
                             answerer=batch.model_answerer(opener, None, 3, batch_size),
-                            output=batch.StreamOutput(out), serialiser=batch.Serialiser("jsonl"), jobs=0)
+                            output=batch.StreamOutput(out, formats.get("jsonl")), jobs=0)
         return summary, [json.loads(line) for line in out.getvalue().splitlines()], list(sizes)
 
     s1, one, sizes1 = job(1)

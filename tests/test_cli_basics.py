@@ -36,7 +36,7 @@ def test_doctor_reports_each_check(python, docq_env):
     assert r.returncode == ExitCode.ok, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines and all(LINE.match(ln) for ln in lines), lines
-    for name in ("torch", "pymupdf", "OCR rapidocr", "OCR tesseract", "model cache"):
+    for name in ("torch", "pymupdf", "stemmer", "OCR rapidocr", "OCR tesseract", "model cache"):
         assert any(name in ln for ln in lines), name
     assert "\x1b[" not in r.stdout  # NO_COLOR, and not a terminal
     assert "Traceback" not in r.stderr

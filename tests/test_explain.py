@@ -38,7 +38,7 @@ def test_explain_keeps_the_tile_with_the_answer_and_draws_it(invoice_pdf, tmp_pa
     assert out["doc"] == str(invoice_pdf) and out["keep"] == 0.5
     page = out["pages"][0]
     assert list(page) == ["page", "width", "height", "tiles"] and page["page"] == 1
-    assert list(page["tiles"][0]) == ["id", "box", "score", "kept", "parts"]
+    assert list(page["tiles"][0]) == ["id", "box", "score", "kept", "parts", "words"]
     tiles = page["tiles"]
     assert sum(t["kept"] for t in tiles) == -(-len(tiles) // 2)  # ceil(0.5 x tiles)
     answer = words_box(invoice_pdf, "1,157.40")
@@ -47,6 +47,13 @@ def test_explain_keeps_the_tile_with_the_answer_and_draws_it(invoice_pdf, tmp_pa
     best = max(tiles, key=lambda t: t["score"])  # the best tile holds part of the total's line
     assert best["kept"] and best["box"][1] <= answer[1] and best["box"][3] >= answer[3]
     assert best["box"][0] < answer[2] and best["box"][2] > answer[0]
+    # The words that earned the best tile its score, as the table shows them, with their boxes.
+    texts = [w["text"] for w in best["words"]]
+    assert "Total" in texts
+    for w in best["words"]:  # each on the tile (a word may run over its edge)
+        x0, y0, x1, y1 = w["box"]
+        assert list(w) == ["text", "box"] and x0 < best["box"][2] and x1 > best["box"][0]
+        assert y0 < best["box"][3] and y1 > best["box"][1]
     assert "wrote" in r.stderr and heat.exists()
     with Image.open(heat) as img:
         assert img.format == "PNG"

@@ -5,6 +5,8 @@ dtype policy, the batch-size estimate."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -478,3 +480,49 @@ def test_a_one_shot_ask_does_not_compile(tmp_path, invoice_pdf, monkeypatch):
                                   "--device", "cpu", "--max-new-tokens", "2"])
     assert r.exit_code == 0, r.stderr
     assert seen == [2]
+
+
+# --- the batch engine's retry ------------------------------------------------------------------
+
+def test_the_batch_engines_retry_runs_after_the_failed_call_is_freed(pages):
+    """``answer_document``: a question whose answer step raised out of memory is retried with
+    fewer tiles once that call's exception and tensors are gone (before: inside ``except``)."""
+    import weakref
+
+    from docvqa_cli import records
+    from docvqa_cli.batch import Question, answer_document
+
+    held, alive, keeps = [], [], []
+
+    def answer(pages_, questions, keep):
+        keeps.append(keep)
+        alive.append([r() is not None for r in held])
+        if keep > 0.3:
+            activations = torch.ones(512, 512)
+            held.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        for qid, text in questions:
+            yield records.Answer(doc="d.pdf", question_id=qid, question=text, answer="x", tiles_kept=1)
+
+    step = SimpleNamespace(answer=answer, model_name=None, batch_size=1)
+    (rec,) = answer_document("d.pdf", pages, None, [Question("q1", "Total?")], step, keep=1.0)
+    assert rec.error is None and keeps == [1.0, 0.5, 0.25]
+    assert alive == [[], [False], [False, False]]  # each retry found the failed call's tensors freed
+
+
+def test_a_question_the_pipeline_already_retried_is_not_retried_again(pages):
+    from docvqa_cli import records
+    from docvqa_cli.batch import Question, answer_document
+    from docvqa_cli.errors import oom_gave_up
+
+    keeps = []
+
+    def answer(pages_, questions, keep):  # the pipeline's record after its own retries
+        keeps.append(keep)
+        for qid, text in questions:
+            yield records.Answer(doc="d.pdf", question_id=qid, question=text,
+                                 error=oom_gave_up("OutOfMemoryError: CUDA out of memory", keep))
+
+    step = SimpleNamespace(answer=answer, model_name=None, batch_size=1)
+    (rec,) = answer_document("d.pdf", pages, None, [Question("q1", "Total?")], step, keep=1.0)
+    assert keeps == [1.0] and rec.error.startswith("d.pdf: out of memory, also with fewer tiles (--keep 0.25)")

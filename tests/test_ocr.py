@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, write_invoice_pdf, write_scan
+from conftest import DEV_DATA, SAMPLES, write_invoice_pdf, write_scan
 from docvqa_cli import documents, ocr
-from docvqa_cli.ocr import rapidocr, tesseract
 from docvqa_cli.errors import EnvironmentProblem, UsageError
+from docvqa_cli.ocr import rapidocr, tesseract
 
 SCAN_DPI = 100
 
@@ -95,10 +95,19 @@ def test_the_ocr_option_offers_every_registered_engine():
         assert [word for word in shown if word in ocr.ENGINES] == list(ocr.ENGINES), (command, shown)
 
 
+def test_an_unknown_ocr_engine_is_refused_naming_the_registered_ones():
+    from click.testing import CliRunner
+
+    from docvqa_cli.cli import main
+
+    result = CliRunner().invoke(main, ["ground", str(SAMPLES / "receipt.png"), "TOTAL", "--ocr", "abbyy"])
+    assert result.exit_code == 2 and ", ".join(ocr.ENGINES) in result.output
+
+
 def test_unknown_engine_is_a_usage_error():
     with pytest.raises(UsageError, match="--ocr"):
         ocr.read_words(Image.new("RGB", (10, 10)), engine="abbyy")
-    with pytest.raises(UsageError, match="rapidocr, tesseract"):
+    with pytest.raises(UsageError, match=", ".join(ocr.ENGINES)):
         ocr.check("abbyy")
 
 
@@ -119,3 +128,44 @@ def test_a_missing_tesseract_language_is_an_environment_problem_before_any_work(
     with pytest.raises(EnvironmentProblem) as info:
         ocr.check("tesseract", "eng+xyz")
     assert "xyz" in str(info.value) and "tesseract-ocr-xyz" in str(info.value)
+
+
+# --- fullwidth punctuation and lines cut into characters (issue 12) -------------------------
+
+def _quad(x0, y0, x1, y1):
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def test_line_cut_into_characters_is_kept_as_its_words():
+    # The shape RapidOCR returns for a Latin receipt line with fullwidth brackets: the line
+    # text, and one part (text, score, quad) per character, spaces left out.
+    line = "S.H.H.MOTOR（SUNGAI RENGIT）SDN.BHD."
+    chars = [(ch, 0.99, _quad(10 + 8 * i, 5, 17 + 8 * i, 20)) for i, ch in enumerate(line) if ch != " "]
+    assert len(chars) == 33
+    words = rapidocr.line_words([_quad(10, 5, 10 + 8 * len(line), 20)], (line,), (tuple(chars),))
+    assert [w.text for w in words] == ["S.H.H.MOTOR(SUNGAI", "RENGIT)SDN.BHD."]
+    page = documents.Page("r.jpg", 1, 400, 40, source="ocr:rapidocr",
+                          words=[documents.Word(w.text, w.x0, w.y0, w.x1, w.y1, w.line) for w in words])
+    from docvqa_cli import grounding
+
+    m = grounding.find_all("S.H.H.MOTOR(SUNGAI RENGIT)SDN.BHD.", [page])
+    assert m and m[0].score == 1.0 and len(m[0].words) == 2
+
+
+def test_cjk_and_word_splits_are_kept():
+    # real word parts stay; a CJK line without spaces stays one word, normalised
+    parts = (("TOTAL", 0.9, _quad(0, 0, 40, 10)), ("RM", 0.9, _quad(45, 0, 60, 10)), ("12.50", 0.9, _quad(65, 0, 100, 10)))
+    cjk = "如有不便，敬请厚谅。"
+    cjk_parts = tuple((ch, 0.9, _quad(i * 10, 20, i * 10 + 9, 30)) for i, ch in enumerate(cjk))
+    words = rapidocr.line_words([_quad(0, 0, 100, 10), _quad(0, 20, 100, 30)], ("TOTAL RM 12.50", cjk), (parts, cjk_parts))
+    assert [w.text for w in words] == ["TOTAL", "RM", "12.50", "如有不便,敬请厚谅。"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEV_DATA / "sroie" / "img" / "475.jpg").exists(), reason="dev data not here")
+def test_real_receipt_words_hold_no_fullwidth_punctuation():
+    page = documents.load(str(DEV_DATA / "sroie" / "img" / "475.jpg"))[0]  # prints "Date：04/04/2017"
+    assert page.words and not any("\uff01" <= ch <= "\uff5e" for w in page.words for ch in w.text)
+    from docvqa_cli import grounding
+
+    assert grounding.find_all("04/04/2017", [page])

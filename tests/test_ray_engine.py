@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOICE_LINES, write_invoice_pdf
-from docvqa_cli import batch, documents, pipeline
+from docvqa_cli import batch, documents, formats, pipeline
 from docvqa_cli.batch import ray as ray_engine
 from docvqa_cli.options import ModelOptions
 
@@ -69,10 +69,10 @@ LOAD = functools.partial(documents.load, ocr="rapidocr")
 
 
 def run(job, out: Path, engine=None, overwrite=False, load=LOAD, answerer=None, docs=None) -> batch.Summary:
-    output = batch.Output(str(out), "jsonl", overwrite=overwrite)
+    output = batch.Output(str(out), formats.get("jsonl"), overwrite=overwrite)
     try:
         return batch.run(QUESTIONS, docs or job["docs"], load=load, answerer=answerer or answerer_for(job["model"]),
-                         output=output, serialiser=batch.Serialiser("jsonl"), jobs=0, engine=engine,
+                         output=output, jobs=0, engine=engine,
                          stderr=io.StringIO())
     finally:
         output.close()

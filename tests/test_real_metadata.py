@@ -51,6 +51,7 @@ class Spy:
     def __init__(self, monkeypatch, bias=None):
         self.calls = []
         self.generations = []
+        self.generate_kwargs = []
         self.backend = None
         self.bias = bias
         real_generate = _ORIGINAL_GENERATE
@@ -74,6 +75,15 @@ class Spy:
                 watch_postprocess(type(backend))
             if self.bias is not None:
                 backend.model.generation_config.sequence_bias = self.bias(backend, tensors)
+            model = backend.model
+            if "generate" not in vars(model):  # see the keyword arguments docq decodes with
+                real_model_generate = model.generate
+
+                def generate(*args, **kwargs):
+                    self.generate_kwargs.append({k: v for k, v in kwargs.items() if k not in tensors})
+                    return real_model_generate(*args, **kwargs)
+
+                model.generate = generate
             rows = real_generate(backend, tensors, max_new_tokens, stop, eos_ids, pad_id)
             self.calls.append({"tensors": {k: v.cpu() if hasattr(v, "cpu") else v for k, v in tensors.items()},
                                "rows": rows, "eos_ids": list(eos_ids)})
@@ -167,6 +177,29 @@ def test_ask_image_tokens_per_keep(real, runs):
         assert counts[keep] == expected_image_tokens(name, folder, spy, record)
     print(f"{name}: image tokens at keep 1.0 / 0.5: {counts['1.0']} / {counts['0.5']}")
     assert counts["0.5"] < counts["1.0"]
+
+
+def test_greedy_whatever_the_generation_config_says(real, runs):
+    """The checkpoints' generation configs ask for sampling (Qwen3-VL: temperature 0.7, top-k 20)
+    and Qwen2.5-VL's for a repetition penalty of 1.05: docq decodes plain greedy."""
+    import copy
+
+    name, folder = real
+    records, spy = runs["1.0"]
+    (kwargs,) = spy.generate_kwargs
+    config = copy.deepcopy(spy.backend.model.generation_config)
+    config.update(**{k: v for k, v in kwargs.items() if k != "stopping_criteria"})
+    assert config.do_sample is False and config.num_beams == 1
+    assert config.repetition_penalty in (None, 1.0) and not config.sequence_bias
+    assert not config.no_repeat_ngram_size
+
+
+def test_the_processors_chat_template_is_used(real, runs):
+    """Qwen2.5-VL's tokenizer carries the text model's template (it cannot render images);
+    the processor's ``chat_template.json`` is the one the checkpoint answers to."""
+    name, folder = real
+    records, spy = runs["1.0"]
+    assert spy.backend.processor.chat_template == processor_template(folder)
 
 
 def _collapse(text: str, pad: str) -> str:

@@ -1,4 +1,5 @@
-"""Records and writers: key order, JSONL round trip, RFC 4180 CSV with the formula guard, table."""
+"""Records and their formats: key order, JSONL round trip, RFC 4180 CSV with the formula guard, table,
+the format registry."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from docvqa_cli import grounding, records
+from docvqa_cli import formats, grounding, records
 from docvqa_cli.records import Answer
 
 BOXES = [
@@ -27,17 +28,19 @@ def _answer(**kw) -> Answer:
 
 def test_keys_are_the_design_order():
     assert records.KEYS == ("doc", "question_id", "question", "answer", "confidence", "page", "boxes",
-                            "tiles_kept", "tiles_total", "model", "seconds", "error")
-    assert records.CSV_COLUMNS == ("doc", "question_id", "question", "answer", "confidence", "page",
+                            "tiles_kept", "tiles_total", "model", "seconds", "error",
+                            "type", "value", "currency", "value_source", "value_note")  # typed, at the end
+    assert formats.CSV_COLUMNS == ("doc", "question_id", "question", "answer", "confidence", "page",
                                    "x0", "y0", "x1", "y1", "boxes", "tiles_kept", "tiles_total",
-                                   "model", "seconds", "error")
+                                   "model", "seconds", "error",
+                                   "type", "value", "currency", "value_source", "value_note")
 
 
 def test_jsonl_round_trip_keeps_order_and_non_latin_text():
     buf = io.StringIO()
     a = _answer(answer="合計 ¥1,200", question="Wie hoch ist die Summe?")
     b = _answer(question_id="q2", answer="", confidence=None, page=None, boxes=[], error="boom: a line")
-    with records.get_writer("jsonl", buf) as w:
+    with formats.get("jsonl").writer(buf) as w:
         w.write(a)
         w.write(b)
     lines = buf.getvalue().splitlines()
@@ -55,14 +58,14 @@ def _csv_rows(text: str) -> list[list[str]]:
 
 def test_csv_header_flattened_first_box_and_rfc4180():
     buf = io.StringIO(newline="")
-    w = records.get_writer("csv", buf)
+    w = formats.get("csv").writer(buf)
     w.write(_answer(question='Say "hi", then\nthe total?'))
     w.write(_answer(question_id="q2", answer="", confidence=None, page=None, boxes=[]))
     w.close()
     text = buf.getvalue()
     assert text.count("\r\n") == 3  # CRLF ends each row; the newline inside the quoted cell stays
     rows = _csv_rows(text)
-    assert rows[0] == list(records.CSV_COLUMNS)
+    assert rows[0] == list(formats.CSV_COLUMNS)
     row = dict(zip(rows[0], rows[1]))
     assert row["question"] == 'Say "hi", then\nthe total?'
     assert row["answer"] == "-11.80"  # a plain negative number stays a number
@@ -78,13 +81,13 @@ def test_csv_header_flattened_first_box_and_rfc4180():
                                   "=1+1", "-", "+"])
 def test_csv_formula_guard(cell):
     buf = io.StringIO(newline="")
-    with records.get_writer("csv", buf) as w:
+    with formats.get("csv").writer(buf) as w:
         w.write(_answer(answer=cell, error=cell))
     row = dict(zip(*_csv_rows(buf.getvalue())))
     assert row["answer"] == "'" + cell
     assert row["error"] == "'" + cell
     raw = io.StringIO(newline="")
-    with records.get_writer("csv", raw, csv_raw=True) as w:
+    with formats.get("csv", csv_raw=True).writer(raw) as w:
         w.write(_answer(answer=cell))
     assert dict(zip(*_csv_rows(raw.getvalue())))["answer"] == cell
 
@@ -92,21 +95,20 @@ def test_csv_formula_guard(cell):
 @pytest.mark.parametrize("cell", ["-11.80", "+5", "-1,007.50", "1e5", "-0.5", "12/03/2018", "Total = 5"])
 def test_csv_guard_leaves_numbers_and_plain_text(cell):
     buf = io.StringIO(newline="")
-    with records.get_writer("csv", buf) as w:
+    with formats.get("csv").writer(buf) as w:
         w.write(_answer(answer=cell))
     assert dict(zip(*_csv_rows(buf.getvalue())))["answer"] == cell
 
 
-def test_csv_without_header_for_appending():
-    buf = io.StringIO(newline="")
-    with records.get_writer("csv", buf, csv_header=False) as w:
-        w.write(_answer())
-    assert _csv_rows(buf.getvalue())[0][0] == "docs/收据.pdf"
+def test_csv_record_text_has_no_header_for_appending():
+    fmt = formats.get("csv")
+    assert _csv_rows(fmt.record(_answer()))[0][0] == "docs/收据.pdf"
+    assert _csv_rows(fmt.header()) == [list(formats.CSV_COLUMNS)]
 
 
 def test_table_writer_prints_the_answers():
     buf = io.StringIO()
-    with records.get_writer("table", buf) as w:
+    with formats.get("table").writer(buf) as w:
         w.write(_answer(answer="EUR 1,157.40"))
         w.write(_answer(question_id="q2", answer="", boxes=[], error="page 3 is out of range"))
     out = buf.getvalue()
@@ -115,11 +117,26 @@ def test_table_writer_prints_the_answers():
     assert "\x1b[" not in out  # not a terminal: no colour codes
 
 
-def test_get_writer_rejects_unknown_format_and_option():
+def test_the_registry_names_the_formats_and_rejects_unknown_ones_and_options():
+    assert formats.names() == ("jsonl", "csv", "table")
+    assert formats.names(resumable=True) == ("jsonl", "csv")  # what batch -o can append to
     with pytest.raises(ValueError, match="jsonl, csv, table"):
-        records.get_writer("xml", io.StringIO())
+        formats.get("xml")
     with pytest.raises(TypeError, match="csv_rwa"):
-        records.get_writer("csv", io.StringIO(), csv_rwa=True)
+        formats.get("csv", csv_rwa=True)
+    assert formats.get("jsonl", csv_raw=True).name == "jsonl"  # another format's option is ignored
+
+
+@pytest.mark.parametrize("name", formats.names(resumable=True))
+def test_a_resumable_format_reads_back_what_it_wrote(name):
+    fmt = formats.get(name)
+    answers = [_answer(answer="=SUM(A1)"), _answer(question_id="q2", error="x: broken", boxes=[])]
+    data = (fmt.header() + "".join(fmt.record(a) for a in answers)).encode("utf-8")
+    valid, rows, bad = fmt.scan(data + data[-7:])  # plus a torn copy of the last record's end
+    assert (valid, bad) == (len(data), 0)
+    assert [(r["doc"], r["question_id"], r["answer"]) for r in rows] == [
+        ("docs/收据.pdf", "q1", "=SUM(A1)"), ("docs/收据.pdf", "q2", "-11.80")]
+    assert fmt.refuse(data[:1]) is None and formats.get("jsonl" if name == "csv" else "csv").refuse(data[:1])
 
 
 def test_boxes_of_a_match():

@@ -82,3 +82,62 @@ def test_a_label_in_a_small_document_keeps_its_weight():
 def test_common_words_do_not_empty_a_contract_question(question):
     scores = relevance.score(question, doc_tiles(SAMPLES / "contract.pdf"))
     assert max(s.score for s in scores) > 0.3
+
+
+# --- one reader of values: relevance sees what grounding sees ---------------------------------
+
+AGREEMENT = [  # printed text, the kind both must see (issue 12's table of disagreements)
+    ("15 gennaio 2024", "date"),
+    ("15 dez 2024", "date"),
+    ("KES 1,250.00", "amount"),
+    ("₹1,23,456.00", "amount"),
+    ("-11.80", "amount"),
+    ("thirty (30) days", "duration"),
+    ("12.5%", "percent"),
+    ("INV-20417", "id"),
+]
+
+
+@pytest.mark.parametrize("text, kind", AGREEMENT)
+def test_relevance_reads_values_with_the_values_module(text, kind):
+    from docvqa_cli import values
+    from docvqa_cli.documents import Word
+
+    words, x = [], 10.0
+    for tok in f"Amount: {text}".split():
+        words.append(Word(tok, x, 10, x + 8 * len(tok), 22, 0))
+        x += 8 * len(tok) + 6
+    pt = relevance.analyse_page(words)
+    seen = {k for v in pt.values[1:] for k in v if k not in ("phone", "email")}
+    assert seen == {kind}, (text, pt.values)
+    assert values.parse(text).kind == kind  # what grounding reads
+    assert [f.kind for f in values.find_values(f"Amount: {text}")] == [kind]
+    assert not pt.values[0]  # the label itself is no value
+
+
+def test_a_question_without_a_kind_of_value_keeps_the_rest_of_its_line(tmp_path):
+    import pymupdf
+
+    # Six pages of clauses; "laws" on every page, "Agreement" in every footer; the governing
+    # law clause on page 4 runs across the page, its answer at the far end of the line.
+    filler = ["Each party shall comply with all applicable laws and regulations under this Agreement.",
+              "Nothing in this Agreement shall create a partnership between the parties at any time."]
+    doc = pymupdf.open()
+    for n in range(1, 7):
+        page = doc.new_page(width=595, height=842)
+        for i in range(12):
+            text = filler[i % 2]
+            if n == 4 and i == 7:
+                text = "This Agreement is governed by and construed in accordance with the laws of Ontario."
+            page.insert_text((40, 90 + 55 * i), f"{n}.{i + 1} {text}", fontsize=9.5)
+        page.insert_text((72, 810), f"Master Services Agreement - Page {n} of 6", fontsize=8)
+    pdf = tmp_path / "contract.pdf"
+    doc.save(pdf)
+    ts = doc_tiles(pdf)
+    scores = relevance.score("Which law governs the agreement?", ts)
+    answer = [s for s in scores if "Ontario." in words_of(s)]
+    filler_only = [s for s in scores if "governed" not in words_of(s) and "Ontario." not in words_of(s)]
+    assert answer and "governed" not in set.intersection(*(words_of(s) for s in answer))  # the line spans tiles
+    assert min(s.score for s in answer) > max(s.score for s in filler_only)
+    kept = relevance.select(scores, 0.25)
+    assert all(any(k.tile.key == s.tile.key for k in kept) for s in answer)

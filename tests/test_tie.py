@@ -13,7 +13,7 @@ from docvqa_cli.documents import Page, Word
 from docvqa_cli.errors import InputError, UsageError
 from docvqa_cli.options import ModelOptions
 from docvqa_cli.tiles import split
-from docvqa_cli.vlm import tie as tie_mod
+from docvqa_cli.vlm.families import idefics3
 from docvqa_cli.vlm.tie import Tie, layer_plan, use_tie
 from docvqa_cli.vlm.visual import VisualScorer, region_cells, visual_scorer
 
@@ -212,7 +212,7 @@ def test_visual_scorer_mechanics(model):
 
     # Make the question's embedding the word tile's pooled token: that tile must then rank first
     # with cosine 1 (score 1.0). This checks the region mapping and the pooling end to end.
-    tokens, grid = tie_mod.IDEFICS3.encode_overview(m, Processor(tok), scorer._overview(page), True)
+    tokens, grid = idefics3.TIE_SPEC.encode_overview(m, Processor(tok), scorer._overview(page), True)
     cells = region_cells(tiles[word_tile].box, page.width, page.height, grid)
     with torch.no_grad():
         m.get_input_embeddings().weight[tok.vocab["total"]] = tokens[cells].mean(0)

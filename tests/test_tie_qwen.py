@@ -12,8 +12,8 @@ from _tiny_qwen import build_tiny_qwen
 from test_tie import invoice_set, options, train_8_steps_lowers_both_losses, word_page
 from docvqa_cli.options import ModelOptions
 from docvqa_cli.tiles import split
-from docvqa_cli.vlm import tie as tie_mod
-from docvqa_cli.vlm.tie import Tie, qwen_patch_order
+from docvqa_cli.vlm.families import qwen as qwen_family
+from docvqa_cli.vlm.tie import Tie
 from docvqa_cli.vlm.visual import VisualScorer, region_cells
 
 TYPES = ["qwen2_5_vl", "qwen3_vl"]
@@ -73,7 +73,7 @@ def test_zero_gates_are_bit_for_bit_the_base_encoder(qwen, every):
         base = encode(qwen, pv, grid)
     tie = Tie.create(qwen.model, "tiny", tokenizer=tok(qwen), every=every)
     try:
-        assert tie.spec is tie_mod.QWEN and tie.config.num_layers == 2
+        assert tie.spec is qwen_family.TIE_SPEC and tie.config.num_layers == 2
         with torch.no_grad(), tie.condition("What is the total amount?", record=True) as cond:
             wrapped = encode(qwen, pv, grid)
         assert len(cond.records) == len(tie.config.layers)  # the hooks really ran
@@ -154,7 +154,7 @@ def test_save_load_round_trip(qwen, tmp_path):
 def test_patch_order_puts_each_patch_where_it_is_on_the_image(qwen):
     """Block 0's input is the patch embedding (no mixing yet): with the learned position table
     zeroed, a patch's vector says only what pixels it holds. Dark patches, mapped through
-    ``qwen_patch_order``, must land exactly where they were drawn, for every image."""
+    ``qwen.patch_order``, must land exactly where they were drawn, for every image."""
     vision = vision_of(qwen)
     p = qwen.patch
     saved = None
@@ -189,7 +189,7 @@ def test_patch_order_puts_each_patch_where_it_is_on_the_image(qwen):
                 vision.pos_embed.weight.copy_(saved)
     x = seen["x"]
     start = 0
-    orders = qwen_patch_order(vision, grid)
+    orders = qwen_family.patch_order(vision, grid)
     for (h, w), cells, order in zip(shapes, marks, orders):
         seg = x[start:start + h * w]
         start += h * w
@@ -236,7 +236,7 @@ def test_visual_scorer_mechanics(neutral):
     s = scorer("What is the total amount?", tiles)
     assert all(0.0 <= v <= 1.0 for v in s)
     assert s == scorer("What is the total amount?", tiles)  # deterministic (and cached per page)
-    tokens, grid = tie_mod.QWEN.encode_overview(qwen.model, qwen.processor, scorer._overview(page), True)
+    tokens, grid = qwen_family.TIE_SPEC.encode_overview(qwen.model, qwen.processor, scorer._overview(page), True)
     assert tokens.shape == (grid[0] * grid[1], qwen.model.get_input_embeddings().weight.shape[1])
     word = next(i for i, t in enumerate(tiles) if t.words)
     far = [i for i, t in enumerate(tiles) if abs(t.row - tiles[word].row) + abs(t.col - tiles[word].col) > 1]
@@ -272,7 +272,7 @@ def test_visual_scorer_attention_mass_with_trained_adapters(qwen):
         s = scorer("What is the total amount?", tiles)
         assert all(0.0 < v < 1.0 for v in s)
         assert s == scorer("What is the total amount?", tiles)
-        _, grid = tie_mod.QWEN.encode_overview(qwen.model, qwen.processor, scorer._overview(page), False)
+        _, grid = qwen_family.TIE_SPEC.encode_overview(qwen.model, qwen.processor, scorer._overview(page), False)
         n = grid[0] * grid[1]
         areas = [len(region_cells(t.box, page.width, page.height, grid)) / n for t in tiles]
         assert sum(areas) == pytest.approx(1.0)  # the tiles partition the patch grid

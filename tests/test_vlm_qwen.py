@@ -15,14 +15,10 @@ torch = pytest.importorskip("torch")
 
 from docvqa_cli import documents, relevance, tiles  # noqa: E402
 from docvqa_cli.vlm.base import PageView  # noqa: E402
-from docvqa_cli.vlm.load import families, load_backend  # noqa: E402
-from docvqa_cli.vlm.qwen import (  # noqa: E402
-    FoundBox,
-    ImageRef,
-    QwenBackend,
-    map_box,
-    split_answer,
-)
+from docvqa_cli.vlm.families import families  # noqa: E402
+from docvqa_cli.vlm.families.qwen import QwenBackend  # noqa: E402
+from docvqa_cli.vlm.families.qwen.boxes import FoundBox, ImageRef, map_box, split_answer  # noqa: E402
+from docvqa_cli.vlm.load import load_backend  # noqa: E402
 
 from _tiny_qwen import build_tiny_qwen  # noqa: E402
 from conftest import write_invoice_pdf  # noqa: E402

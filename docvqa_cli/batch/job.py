@@ -12,13 +12,13 @@ import time
 from typing import IO, Callable, Sequence
 
 from docvqa_cli import records
-from docvqa_cli.options import DEFAULT_KEEP
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, Summary
 from docvqa_cli.batch.local import local_engine
-from docvqa_cli.batch.output import Done, Serialiser
+from docvqa_cli.batch.output import Done
 from docvqa_cli.batch.prefetch import LoadFn
 from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import one_line
+from docvqa_cli.options import DEFAULT_KEEP
 
 class _Stop:
     """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt).
@@ -79,7 +79,6 @@ def run(
     load: LoadFn | None = None,
     answerer: Callable[[], AnswerStep] | None = None,
     output,
-    serialiser: Serialiser,
     keep: float = DEFAULT_KEEP,
     jobs: int = 1,
     executor: str = "thread",
@@ -125,10 +124,7 @@ def run(
             return
         written.add((ans.doc, ans.question_id))
         doc_records.append(ans)
-        text = serialiser.record(ans)
-        if serialiser.fmt == "csv" and output.size == 0:
-            text = (serialiser.header or "") + text
-        output.write(text)
+        output.write_record(ans)
         if ans.error:
             summary.errors += 1
         else:

@@ -14,9 +14,6 @@ and no gain against SIGKILL).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,8 +22,8 @@ from typing import IO
 from docvqa_cli import records
 from docvqa_cli.documents import sniff
 from docvqa_cli.errors import UsageError
+from docvqa_cli.formats import Format
 
-OUTPUT_FORMATS = ("jsonl", "csv")
 FSYNC_INTERVAL_S = 1.0
 
 
@@ -39,93 +36,30 @@ class Done:
     bad_lines: int = 0  # unreadable complete lines (left in place, their pairs redone)
 
 
-def _split_lines(data: bytes) -> list[bytes]:
-    """Complete lines (each ending in \\n) of ``data``; a tail without \\n is left out."""
-    lines = data.split(b"\n")
-    return [line + b"\n" for line in lines[:-1]]
+class _Records:
+    """``write_record``: one record's whole text in one write, after the format's header
+    when the output is still empty."""
+
+    format: Format
+    size: int
+
+    def write(self, text: str) -> None:
+        raise NotImplementedError
+
+    def write_record(self, answer: records.Answer) -> None:
+        text = self.format.record(answer)
+        if self.size == 0:
+            text = self.format.header() + text
+        self.write(text)
 
 
-def _jsonl_record(line: bytes) -> dict | None:
-    try:
-        obj = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if isinstance(obj, dict) and "doc" in obj and "question_id" in obj:
-        return obj
-    return None
+class Output(_Records):
+    """An output file opened for resuming: locked, repaired, read, then appended to.
+    ``fmt`` is a resumable ``formats.Format``."""
 
-
-def scan_jsonl(data: bytes) -> tuple[int, list[dict], int]:
-    """(length of the valid prefix, its records, unreadable lines inside it)."""
-    lines = _split_lines(data)
-    parsed = [_jsonl_record(line) for line in lines]
-    # Unreadable lines at the very end are what a crash leaves (a torn or zero-filled
-    # tail): cut them. Unreadable lines further up are left alone and reported.
-    while parsed and parsed[-1] is None:
-        parsed.pop()
-        lines.pop()
-    valid = sum(len(line) for line in lines)
-    good = [p for p in parsed if p is not None]
-    return valid, good, len(parsed) - len(good)
-
-
-
-
-def scan_csv(data: bytes) -> tuple[int, list[dict], int]:
-    """(length of the valid prefix, its records as dicts, unreadable rows inside it).
-
-    A record is complete when it ends in a newline, its quotes are balanced and it has as
-    many fields as the header; a header without a record is a valid prefix.
-    """
-    text = data.decode("utf-8", errors="surrogateescape")
-    chunks = [c + "\n" for c in text.split("\n")[:-1]]
-    consumed = []  # raw text of each record, as the csv reader pulled it
-
-    def feed():
-        for chunk in chunks:
-            consumed[-1].append(chunk)
-            yield chunk
-
-    spans: list[tuple[str, list[str]]] = []
-    reader = csv.reader(feed())
-    while True:
-        consumed.append([])
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error:
-            break
-        spans.append(("".join(consumed[-1]), row))
-    if not spans:
-        return 0, [], 0
-    header_raw, header = spans[0]
-    if header_raw.count('"') % 2:
-        return 0, [], 0
-    keep = [spans[0]]
-    for raw, row in spans[1:]:
-        keep.append((raw, row))
-    # Cut incomplete rows from the end (torn: unbalanced quotes or too few fields).
-    while len(keep) > 1 and (keep[-1][0].count('"') % 2 or len(keep[-1][1]) != len(header)):
-        keep.pop()
-    valid = sum(len(raw.encode("utf-8", errors="surrogateescape")) for raw, _ in keep)
-    rows, bad = [], 0
-    for raw, row in keep[1:]:
-        if len(row) != len(header):
-            bad += 1
-            continue
-        rows.append({k: records.unguard_cell(v) for k, v in zip(header, row)})
-    if "doc" not in header or "question_id" not in header:
-        raise UsageError("the output CSV has no doc and question_id columns")
-    return valid, rows, bad
-
-
-class Output:
-    """An output file opened for resuming: locked, repaired, read, then appended to."""
-
-    def __init__(self, path: str, fmt: str, overwrite: bool = False):
+    def __init__(self, path: str, fmt: Format, overwrite: bool = False):
         self.path = path
-        self.fmt = fmt
+        self.format = fmt
         self.records_written = 0
         self._last_sync = time.monotonic()
         created = not os.path.exists(path)
@@ -171,13 +105,16 @@ class Output:
         head = data.lstrip()[:1]
         if head and sniff(data) is not None:
             raise UsageError(f"-o {self.path}: is a document, not a file of records; give another -o")
-        if head:
-            if self.fmt == "jsonl" and head != b"{":
-                raise UsageError(f"-o {self.path}: not a JSONL file of records; use --format csv, --overwrite or another -o")
-            if self.fmt == "csv" and head == b"{":
-                raise UsageError(f"-o {self.path}: holds JSONL records; use --format jsonl, --overwrite or another -o")
+        why = self.format.refuse(head) if head else None
+        if why:
+            raise UsageError(f"-o {self.path}: {why}")
+        if self.format.name == "csv" and b"\n" in data:  # a header of other columns: an older docq's file
+            first = data.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
+            if first != self.format.header().lstrip("\ufeff").rstrip("\r\n").encode("utf-8"):
+                raise UsageError(f"-o {self.path}: its columns are not the ones docq writes now (an older docq "
+                                 "wrote it?); use --overwrite or another -o (docq export reads it)")
         try:
-            valid, rows, bad = (scan_jsonl if self.fmt == "jsonl" else scan_csv)(data)
+            valid, rows, bad = self.format.scan(data)
         except UsageError as exc:
             raise UsageError(f"-o {self.path}: {exc}; use --overwrite or another -o") from None
         done = Done(repaired_bytes=len(data) - valid, bad_lines=bad)
@@ -224,11 +161,12 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class StreamOutput:
+class StreamOutput(_Records):
     """Records to a text stream (stdout): nothing to resume, flushed per record."""
 
-    def __init__(self, stream: IO[str]):
+    def __init__(self, stream: IO[str], fmt: Format):
         self.stream = stream
+        self.format = fmt
         self.done = Done()
         self.size = 0
 
@@ -242,25 +180,3 @@ class StreamOutput:
 
 
 # --- record serialisation (through records.py's writers) ---------------------------------
-
-class Serialiser:
-    """One record to the exact text appended for it, and the CSV header once."""
-
-    def __init__(self, fmt: str, **options):
-        self.fmt = fmt
-        self.options = options
-        self.header: str | None = None
-
-    def record(self, answer: records.Answer) -> str:
-        buf = io.StringIO()
-        writer = records.get_writer(self.fmt, buf, **self.options)
-        writer.write(answer)
-        writer.close()
-        text = buf.getvalue()
-        if self.fmt == "csv":
-            first, sep, rest = text.partition("\n")
-            cells = first.rstrip("\r").split(",")
-            if sep and cells[:2] == ["doc", "question_id"]:
-                self.header = first + sep
-                text = rest
-        return text

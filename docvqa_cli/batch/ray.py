@@ -14,7 +14,7 @@ Ray, as a Dataset of one row per document, ``{doc, questions}``:
                    │               actor: select tiles and answer (``batch.answer_document``)
                    ▼
                iter_rows ──► the driver: ``{doc, records}`` per document, in any order,
-                             written by ``batch.run`` with the same serialiser and output
+                             written by ``batch.run`` to the same output
 
 Failures. A document that cannot be read is error records, as in local mode (the load task
 never raises). A worker that dies (killed, out of memory, a lost node) takes no record with

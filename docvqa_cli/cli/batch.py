@@ -7,23 +7,23 @@ import sys
 
 import click
 
+from docvqa_cli import formats
 from docvqa_cli.cli.common import (answer_options, document_keywords, handle_errors, model_options, output_options,
-                                   read_options)
+                                   read_options, show_options)
 from docvqa_cli.errors import ExitCode
 
 
 @click.command()
 @click.argument("questions_file", metavar="QUESTIONS", type=click.Path(dir_okay=False))
 @click.argument("docs", nargs=-1, required=True, metavar="DOCS...")
-@output_options("output", "format", "csv_raw",
+@output_options("output", "format", "csv_raw", "bom",
                 output={"help": "Append records to this file and resume from it: pairs already in it are skipped."},
-                format={"type": click.Choice(["jsonl", "csv"])})
+                format={"type": click.Choice(formats.names(resumable=True))})
 @click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
 @click.option("--jobs", type=click.IntRange(0, 64), default=None,
               help="Workers that render and OCR the next documents while the model answers "
                    "(0: none; default: a quarter of the CPU cores, 1 to 4).")
-@click.option("--progress", is_flag=True, help="Show progress on stderr even when it is not a terminal.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")
+@show_options()
 @model_options()
 @answer_options()
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False), default=None,
@@ -36,19 +36,19 @@ from docvqa_cli.errors import ExitCode
                    "default: start Ray on this machine.")
 @read_options()
 @handle_errors
-def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, answer, annotate_dir, engine,
-          address, read):
+def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annotate_dir, engine, address, read):
     """Answer every question of QUESTIONS over every document of DOCS, resumably.
 
     QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
-    and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
+    and question, and optionally type (amount, date, number, percent, id, duration, time,
+    text; else inferred from the question). DOCS: files, folders (recursive), globs, or - to read paths from stdin.
     """
     from docvqa_cli import batch as batch_mod
     from docvqa_cli import ocr, pipeline
     from docvqa_cli.errors import UsageError
-    from docvqa_cli.records import check_output, format_for
+    from docvqa_cli.records import check_output
 
-    output = out.output
+    output, quiet = out.output, show.quiet
     if overwrite and not output:
         raise UsageError("--overwrite needs -o FILE")
     if address and engine != "ray":
@@ -66,24 +66,40 @@ def batch(questions_file, docs, out, overwrite, jobs, progress, quiet, model, an
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
     if output:
         check_output(output, "-o", inputs=[questions_file, *paths])
+<<<<<<< HEAD
     fmt = format_for(output, out.format)
     from docvqa_cli.reader import TimedLoader
 
     load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
+=======
+    fmt = formats.get(formats.for_output(output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
+    if out.bom and fmt.name != "csv":
+        raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
+    load = functools.partial(documents.load, **document_keywords(read))
+>>>>>>> main
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
-                                        answer.prompt, answer.max_new_tokens, answer.batch_size)
+                                        answer.prompt, answer.max_new_tokens, answer.batch_size,
+                                        {q.id: q.type for q in questions if q.type}, answer.date_order)
     runner = None
     if engine == "ray":
         from docvqa_cli.batch import ray as ray_engine
 
         runner = ray_engine.RayEngine(load, answerer, address=address, device=model.device, model_name=model.model,
                                       say=None if quiet else lambda msg: click.echo(f"docq: {msg}", err=True))
-    sink = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout)
+    sink = batch_mod.Output(output, fmt, overwrite) if output else batch_mod.StreamOutput(sys.stdout, fmt)
+    if not address:  # before any document work (a cluster's nodes have their own caches)
+        from docvqa_cli import models
+
+        try:
+            models.require(model)
+        except BaseException:
+            sink.close()
+            raise
     try:
         summary = batch_mod.run(
-            questions, paths, load=load, output=sink, serialiser=batch_mod.Serialiser(fmt, csv_raw=out.csv_raw),
-            keep=answer.keep, jobs=jobs, annotate_dir=annotate_dir, password=read.password, answerer=answerer,
-            engine=runner, model_name=model.model, progress=not quiet and (progress or sys.stderr.isatty()),
+            questions, paths, load=load, output=sink, keep=answer.keep, jobs=jobs, annotate_dir=annotate_dir,
+            password=read.password, answerer=answerer,
+            engine=runner, model_name=model.model, progress=not quiet and (show.progress or sys.stderr.isatty()),
         )
     finally:
         sink.close()

@@ -19,6 +19,7 @@ import sys
 import traceback
 import click
 
+from docvqa_cli import formats
 from docvqa_cli import options as opt
 from docvqa_cli.errors import DocqError, ExitCode
 
@@ -165,10 +166,13 @@ _ANSWER = {
     "batch_size": (("--batch-size",), dict(type=click.IntRange(1, 256), default=opt.AnswerOptions.batch_size,
                    help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 64; "
                         "4 on the CPU).")),
+    "date_order": (("--date-order",), dict(type=click.Choice(opt.DATE_ORDERS), default=opt.AnswerOptions.date_order,
+                   help="How a date such as 02/03/2024 reads when the document's other dates do not settle "
+                        "day/month order (default: its value stays null, noted as ambiguous).")),
 }
 
 _OUTPUT = {
-    "format": (("--format",), dict(type=click.Choice(opt.RECORD_FORMATS), default=opt.OutputOptions.format,
+    "format": (("--format",), dict(type=click.Choice(formats.names()), default=opt.OutputOptions.format,
                                    help="Record format (default: csv for an -o ending in .csv, else jsonl).")),
     "output": (("-o", "--output"), dict(type=click.Path(dir_okay=False), default=opt.OutputOptions.output,
                                         help="Write records here, not stdout.")),
@@ -177,6 +181,14 @@ _OUTPUT = {
     "bom": (("--bom",), dict(is_flag=True, default=opt.OutputOptions.bom,
                              help="CSV: start with a UTF-8 byte-order mark, so that Excel on Windows reads "
                                   "accents right (other tools may show it as a stray character).")),
+}
+
+
+_SHOW = {
+    "progress": (("--progress",), dict(is_flag=True, default=opt.ShowOptions.progress,
+                                       help="Show progress on stderr even when it is not a terminal.")),
+    "quiet": (("-q", "--quiet"), dict(is_flag=True, default=opt.ShowOptions.quiet,
+                                      help="No progress and no summary on stderr (errors still).")),
 }
 
 
@@ -219,24 +231,89 @@ read_options = _group(opt.ReadOptions, "read", _READ)
 model_options = _group(opt.ModelOptions, "model", _MODEL)
 answer_options = _group(opt.AnswerOptions, "answer", _ANSWER)
 output_options = _group(opt.OutputOptions, "out", _OUTPUT)
+show_options = _group(opt.ShowOptions, "show", _SHOW)
+
+
+class Progress:
+    """What a command is doing, on stderr: on a terminal one status line rewritten in place;
+    with --progress and no terminal, one line each; with --quiet, or on a pipe, nothing."""
+
+    def __init__(self, show: opt.ShowOptions, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.on = not show.quiet and (show.progress or self.tty)
+        self._pending = False  # a status line waits to be rewritten
+
+    def status(self, text: str) -> None:
+        """A passing state ("reading page 3"), replaced by the next one."""
+        if not self.on:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + f"docq: {text}")
+            self._pending = True
+        else:
+            self.stream.write(f"docq: {text}\n")
+        self.stream.flush()
+
+    def done(self, text: str | None = None) -> None:
+        """Clear the status line; ``text`` stays as a line of its own."""
+        if not self.on:
+            return
+        if self._pending:
+            self.stream.write("\r\x1b[2K")
+            self._pending = False
+        if text:
+            self.stream.write(f"docq: {text}\n")
+        self.stream.flush()
 
 
 # --- helpers of the commands -------------------------------------------------------------------
 
-def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None):
-    """Read DOC (a path, or - for stdin bytes, or ``data`` already read) into pages."""
+def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progress: Progress | None = None):
+    """Read DOC (a path, or - for stdin bytes, or ``data`` already read) into pages, saying
+    which page is being read (and OCR'd) on ``progress``."""
+    import time
+
     from docvqa_cli import documents, ocr
 
     ocr.check(read.ocr, read.ocr_lang)
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
+<<<<<<< HEAD
     if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
         from docvqa_cli.reader import TimedLoader
 
         with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
             return loader(doc)
     return documents.load(doc, data=data, **document_keywords(read))
+=======
+    show = progress or Progress(opt.ShowOptions(quiet=True))
+    started = time.perf_counter()
+    show.status(f"{doc}: opening")
+    pages = []
+    for page in documents.iter_pages(doc, data=data, **document_keywords(read)):
+        pages.append(page)
+        how = "OCR" if page.source.startswith("ocr") else "text layer" if page.source == "text" else "no text"
+        show.status(f"{doc}: page {page.number} read ({how}); reading on")
+    ocred = sum(p.source.startswith("ocr") for p in pages)
+    show.done(f"{doc}: read {len(pages)} page{'s' if len(pages) != 1 else ''}"
+              f"{f', {ocred} by OCR' if ocred else ''} in {time.perf_counter() - started:.1f} s")
+    return pages
+
+
+def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress, **options):
+    """``pipeline.open_backend`` (``options`` are its own) with lines on ``progress`` around the load."""
+    import time
+
+    from docvqa_cli import pipeline
+
+    started = time.perf_counter()
+    progress.done(f"loading the model{f' {model.model}' if model.model else ''} (the first load takes longest)")
+    backend, scorer = pipeline.open_backend(model, visual, **options)
+    progress.done(f"loaded {backend.name} on {backend.device} in {time.perf_counter() - started:.1f} s")
+    return backend, scorer
+>>>>>>> main
 
 
 def document_keywords(read: opt.ReadOptions) -> dict:

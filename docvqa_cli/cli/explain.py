@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from docvqa_cli.cli.common import answer_options, console, handle_errors, load_pages, model_options, read_options
+from docvqa_cli.cli.common import (Progress, answer_options, console, handle_errors, load_pages, model_options,
+                                   open_model, read_options, show_options)
 from docvqa_cli.errors import ExitCode
 
 
@@ -25,8 +26,9 @@ from docvqa_cli.errors import ExitCode
 @click.option("-o", "--output", default=None,
               help="Draw the kept tiles: a .png file, or a folder for one PNG per page.")
 @read_options()
+@show_options()
 @handle_errors
-def explain(doc, question, answer, tile_px, max_tiles, model, fmt, output, read):
+def explain(doc, question, answer, tile_px, max_tiles, model, fmt, output, read, show):
     """Show which tiles each page keeps for QUESTION, and why (no model needed).
 
     With --model or --tie the model is loaded and its visual relevance score joins the
@@ -38,12 +40,15 @@ def explain(doc, question, answer, tile_px, max_tiles, model, fmt, output, read)
 
     if output:
         explain_mod.check_output(output)
-    pages = load_pages(doc, read)
+    if model.model or model.tie:
+        from docvqa_cli import models
+
+        models.require(model)  # before any document work
+    progress = Progress(show)
+    pages = load_pages(doc, read, progress=progress)
     visual = None
     if model.model or model.tie:
-        from docvqa_cli import pipeline
-
-        backend, visual = pipeline.open_backend(model, visual=True)
+        backend, visual = open_model(model, True, progress)
         tile_px, max_tiles = tile_px or backend.tile_px, max_tiles or backend.max_tiles
     result = explain_mod.explain(doc, question, pages, keep=answer.keep, tile_px=tile_px or tiles.DEFAULT_TILE_PX,
                                  max_tiles=max_tiles or tiles.DEFAULT_MAX_TILES, visual=visual)

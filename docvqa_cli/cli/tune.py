@@ -57,6 +57,9 @@ def tune(data, model, out_dir, steps, epochs, lr, every, relevance_weight, heldo
                           heldout=heldout, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
                           keep=answer.keep, dpi=read.dpi)
     tune_mod.read_examples(data)  # bad data fails before the model loads
+    from docvqa_cli import models
+
+    models.require(model)
     backend = load_backend(model.model, device=model.device, quant=model.quant,
                            trust_remote_code=model.trust_remote_code, dtype=model.dtype)
     show = progress if progress is not None else sys.stderr.isatty()

@@ -3,7 +3,7 @@
 Each module of this package is one engine: it builds an ``Engine`` (its name, the function
 that reads an image, the check that runs before any work) and ``register``s it; they are all
 imported with the package, so ``ENGINES`` (the ``--ocr`` choices) lists every one. Adding an
-engine is one new module here plus its tests (ARCHITECTURE.md, "Adding an OCR engine").
+engine is one new module here plus its tests (ARCHITECTURE.md, "Adding things").
 
 Engines: ``rapidocr`` (the default: PP-OCR models carried in the PyPI wheel, offline; read
 the total on 24 of the 24 dev receipts) and ``tesseract`` (the Debian program, for its many
@@ -21,7 +21,6 @@ from typing import Callable, NamedTuple
 from PIL import Image
 
 from docvqa_cli.errors import UsageError
-
 from docvqa_cli.options import DEFAULT_OCR as DEFAULT_ENGINE
 from docvqa_cli.options import DEFAULT_OCR_LANG
 

@@ -5,17 +5,21 @@
 ``ceil(keep x tiles)`` of them. Only kept tiles (and each page's overview) reach the vision
 encoder. Nothing here loads a model unless asked to (the semantic scorer).
 
-Scorers (each a small class with one method, ``score(query, doc) -> [float]`` in [0, 1],
-one value per tile):
+Scorers (each a ``Scorer`` class with its ``weight``, an ``applies(query)`` test and
+``score(query, doc) -> [float]`` in [0, 1], one value per tile):
 
 - ``lexical``: the question's terms and the labels of the field it asks for (from
   ``data/fields.json``: "total" ~ "amount due", "balance", "grand total"; "invoice number" ~
-  "inv #", "Rechnungsnr"...) against the tile's words, case- and punctuation-blind, singular
-  or plural, with one OCR slip allowed in words of five letters or more (and 0/O, 1/l, 5/S
-  confusions). A full label or question phrase scores 1.0, a single-word label 0.8 (0.4
-  when it is as short as "no" or "#"), a lone question word 0.6 and its synonym 0.5.
-- ``type``: what the question asks for (amount, date, time, id, name, address, phone,
-  email, percent) against what the tile holds: ``max(0.6 x presence, 0.5 x neighbour)``.
+  "inv #", "Rechnungsnr"...) against the tile's words, case- and punctuation-blind, by Snowball
+  stems ("taxes" ~ "tax"), with one OCR slip allowed in words of five letters or more (and
+  0/O, 1/l, 5/S confusions). A full label or question phrase scores 1.0, a single-word label
+  0.8 (0.4 when it is as short as "no" or "#"), a lone question word 0.6 and its synonym
+  0.5, each times its document-frequency factor: a phrase on more than a fifth of the
+  document's tiles, or on more than half the pages of a document of three pages or more,
+  counts less, down to a fifth (``index.df_factor``). For a question that asks for no kind
+  of value, the other tiles of a matched text line get 0.9 of the match.
+- ``type``: what the question asks for (amount, date, time, duration, id, name, address,
+  phone, email, percent; values read by ``docvqa_cli.values``) against what the tile holds: ``max(0.6 x presence, 0.5 x neighbour)``.
   ``presence`` is the strongest value of the wanted kind on a text line in the tile (a
   value makes its whole line count); ``neighbour`` passes half of a tile's lexical score to
   the tile on its right and the tile below it, where a value often sits.
@@ -57,7 +61,7 @@ The package, one room per job (read in this order):
 
 from docvqa_cli.relevance.fusion import WEIGHTS, TileScore, score, scorers
 from docvqa_cli.relevance.index import Doc, LabelMatch
-from docvqa_cli.relevance.pagetext import _PAGE_CACHE, LINE_KINDS, PageText, analyse_page, page_text
+from docvqa_cli.relevance.pagetext import _PAGE_CACHE, LINE_KINDS, PageText, analyse_page, page_text  # noqa: F401
 from docvqa_cli.relevance.question import Query, parse_question
 from docvqa_cli.relevance.scorers import (
     AnswerTypeScorer, LayoutScorer, LexicalScorer, PairScorer, Scorer, VisualHook, VisualScorer,

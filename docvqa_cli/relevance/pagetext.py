@@ -1,10 +1,12 @@
 """Question-independent analysis of a page: its text lines and the values its words hold.
 
-``analyse_page(words) -> PageText``: words grouped into the engine's text lines (top to
-bottom, left to right), each word's tokens, and per word the kinds of value it holds
-(amount, date, time, email, percent, phone, id, and, judged on whole lines, name and
-address) with a strength in [0, 1]. ``page_text(page)`` caches it per page, so that several
-questions over one document share it.
+``analyse_page(words) -> PageText``: words grouped into text lines by the values package's
+line grouper (top to bottom, left to right), each word's tokens, and per word the kinds of
+value it holds with a strength in [0, 1]. Dates, times, durations, amounts, percentages and
+ids are read by ``docvqa_cli.values.find_values``, the same reader grounding uses; emails,
+phone numbers and, judged on whole lines, names and addresses are read here.
+``page_text(page)`` caches the analysis per page, so that several questions over one
+document share it.
 """
 
 from __future__ import annotations
@@ -12,44 +14,42 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from docvqa_cli.documents import Word
-from docvqa_cli.relevance.vocabulary import (
-    CURRENCY_TOKENS, MONTH_TOKENS, Vocabulary, _raw_tokens, tokens, vocabulary, word_tokens,
-)
+from docvqa_cli.relevance.vocabulary import Vocabulary, tokens, vocabulary, word_tokens
+from docvqa_cli.values import Found, find_values, group_lines
 
 LINE_KINDS = frozenset({"name", "address"})  # kinds of value judged by whole text lines
 
-def _alt(words: Iterable[str]) -> str:
-    return "|".join(re.escape(w) for w in words)
+# What relevance reads itself: kinds that are no values of ``docvqa_cli.values`` (an email,
+# a phone number, a postcode, a house number). Dates, times, amounts, percentages, ids and
+# durations come from ``values.find_values``, the reader grounding uses.
+_PATTERNS = {
+    "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
+    "phone": re.compile(r"(?<![\w])\+?\(?\d[\d ()./-]{6,}\d(?!\w)"),
+    "postcode": re.compile(r"(?<![\w-])\d{5,6}(?![\w-])|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|(?<![\w])[A-Z]-?\d{4,5}(?![\w])"),
+    "house": re.compile(r"^\W*(?:no|lot|unit|suite|blk|block|ste|apt|flat)\.?\s*\d", re.I),
+}
 
 
-@functools.lru_cache(maxsize=1)
-def _patterns() -> dict[str, re.Pattern]:
-    voc = vocabulary()
-    months = _alt(voc.months)
-    cur = _alt(voc.currencies)
-    num = r"(?<![\d.,])\d{1,3}(?:[,.' ]\d{3})*[.,]\d{2}(?![.,]?\d)|(?<![\d.,])\d+[.,]\d{2}(?![.,]?\d)"
-    return {
-        "amount_cur": re.compile(rf"(?:(?<![^\W\d_])(?:{cur})(?![^\W\d_])\.?\s*[-−]?\d[\d,.' ]*\d|\d[\d,.']*\d\s*(?:€|(?<![^\W\d_])(?:{cur})(?![^\W\d_])))", re.I),
-        "amount": re.compile(rf"[-−]?(?:{num})", re.I),
-        "date": re.compile(
-            r"(?<!\d)(?:\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|\d{4}[./-]\d{1,2}[./-]\d{1,2})(?!\d)"),
-        "date_month": re.compile(
-            rf"(?<!\d)\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:{months})\.?,?\s*(?:\d{{4}}|'?\d{{2}})(?!\d)"
-            rf"|(?<![^\W\d_])(?:{months})\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*(?:\d{{4}}|'?\d{{2}})(?!\d)"
-            rf"|(?<![^\W\d_])(?:{months})\.?,?\s+\d{{4}}(?!\d)",
-            re.I,
-        ),
-        "time": re.compile(r"(?<!\d)\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?(?!\d)", re.I),
-        "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
-        "percent": re.compile(r"\d+(?:[.,]\d+)?\s*%"),
-        "phone": re.compile(r"(?<![\w])\+?\(?\d[\d ()./-]{6,}\d(?!\w)"),
-        "postcode": re.compile(r"(?<![\w-])\d{5,6}(?![\w-])|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|(?<![\w])[A-Z]-?\d{4,5}(?![\w])"),
-        "house": re.compile(r"^\W*(?:no|lot|unit|suite|blk|block|ste|apt|flat)\.?\s*\d", re.I),
-        "id": re.compile(r"(?<![\w])[#]?[\w/-]*\d[\w/-]*(?![\w])"),
-    }
+def value_kinds(found: Found) -> tuple[str, float] | None:
+    """The kind a tile scorer looks for in a value of ``docvqa_cli.values``, and its strength:
+    an amount with a currency 1.0, one with cents only 0.8; an id by how id-like it looks; a
+    plain number is an id when it has four digits or more, and otherwise nothing."""
+    kind = found.kind
+    if kind == "amount":
+        return "amount", (1.0 if found.value.symbol else 0.8)
+    if kind in ("id", "number"):
+        strength = _id_strength(found.value.text)
+        return ("id", strength) if strength else None
+    return kind, 1.0
+
+
+@functools.lru_cache(maxsize=16384)
+def _line_values(text: str) -> tuple[Found, ...]:
+    """``values.find_values`` of one line, cached: running headers and footers repeat."""
+    return tuple(find_values(text))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -88,20 +88,12 @@ class PageText:
 
 def analyse_page(words: Sequence[Word]) -> PageText:
     words = list(words)
-    pat = _patterns()
+    pat = _PATTERNS
     voc = vocabulary()
     toks = [list(word_tokens(w.text)) for w in words]
     # Lines: the engine's line numbers (text layer, OCR), ordered left to right.
-    groups: dict[int, list[int]] = {}
-    for i, w in enumerate(words):
-        groups.setdefault(w.line, []).append(i)
-    lines = []
-    for idx in groups.values():
-        idx.sort(key=lambda i: words[i].x0)
-        ws = [words[i] for i in idx]
-        box = (min([w.x0 for w in ws]), min([w.y0 for w in ws]), max([w.x1 for w in ws]), max([w.y1 for w in ws]))
-        lines.append(_Line(idx, "", box, 0.0))
-    lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+    grouped = group_lines(words)
+    lines = [_Line(list(g.indices), g.text, g.box, 0.0) for g in grouped]
     line_of = [0] * len(words)
     types: list[dict[str, float]] = [dict() for _ in words]
     values: list[dict[str, float]] = [dict() for _ in words]
@@ -117,42 +109,24 @@ def analyse_page(words: Sequence[Word]) -> PageText:
     median_h = heights[len(heights) // 2] if heights else 0.0
     n = max(1, len(lines) - 1)
     post = [False] * len(lines)  # per line, whether it holds a postcode
-    currency_toks, month_toks, addr_hints = CURRENCY_TOKENS(), MONTH_TOKENS(), _ADDRESS_HINTS()
+    addr_hints = _ADDRESS_HINTS()
     for li, ln in enumerate(lines):
         ln.rank = li / n
-        offsets, parts, pos = [], [], 0
         for i in ln.words:
             line_of[i] = li
-            t = words[i].text
-            offsets.append((pos, pos + len(t)))
-            parts.append(t)
-            pos += len(t) + 1
-        text = " ".join(parts)
-        ln.text = text
+        text = ln.text
+        offsets = grouped[li].spans
         digits = sum(map(str.isdigit, text))
         has_digit = digits > 0
-        raw = set(_raw_tokens(text)) if has_digit else set()
-        for m in pat["amount_cur"].finditer(text) if raw & currency_toks else ():
-            mark(ln.words, offsets, "amount", 1.0, m.span())
-        for m in pat["amount"].finditer(text) if has_digit else ():
-            mark(ln.words, offsets, "amount", 0.8, m.span())
-        for m in pat["date"].finditer(text) if has_digit else ():
-            mark(ln.words, offsets, "date", 1.0, m.span())
-        for m in pat["date_month"].finditer(text) if raw & month_toks else ():
-            mark(ln.words, offsets, "date", 1.0, m.span())
-        for m in pat["time"].finditer(text) if has_digit and ":" in text else ():
-            mark(ln.words, offsets, "time", 1.0, m.span())
+        for f in _line_values(text) if has_digit else ():
+            kind = value_kinds(f)
+            if kind:
+                mark(ln.words, offsets, kind[0], kind[1], (f.start, f.end))
         for m in pat["email"].finditer(text) if "@" in text else ():
             mark(ln.words, offsets, "email", 1.0, m.span())
-        for m in pat["percent"].finditer(text) if has_digit else ():
-            mark(ln.words, offsets, "percent", 1.0, m.span())
         for m in pat["phone"].finditer(text) if has_digit else ():
             if sum(map(str.isdigit, m.group())) >= 8:
                 mark(ln.words, offsets, "phone", 0.8, m.span())
-        for i in ln.words if has_digit else ():
-            s = _id_strength(words[i].text)
-            if s and not types[i].get("date") and not types[i].get("amount") and not types[i].get("time"):
-                types[i]["id"] = s
         for i in ln.words:
             values[i] = dict(types[i])
         # A value makes its whole text line relevant (a label and its value often share one).

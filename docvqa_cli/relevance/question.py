@@ -15,7 +15,8 @@ from docvqa_cli.relevance.vocabulary import tokens, vocabulary
 
 _WH_TYPES = {tuple(tokens(cue)): kind for cue, kind in (
     ("when", "date"), ("how much", "amount"), ("how many", "amount"), ("who", "name"), ("where", "address"),
-    ("what time", "time"))}
+    ("what time", "time"), ("how long", "duration"), ("how many days", "duration"), ("how many weeks", "duration"),
+    ("how many months", "duration"), ("how many years", "duration"))}
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Query:
     @property
     def vocab(self) -> set[str]:
         return {t for p in self.phrases for t in p}
+
+
+def _positions(seq: Sequence[str], phrase: Sequence[str]) -> list[int]:
+    n = len(phrase)
+    return [i for i in range(len(seq) - n + 1) if tuple(seq[i:i + n]) == tuple(phrase)]
 
 
 def _contains(seq: Sequence[str], phrase: Sequence[str]) -> bool:
@@ -53,7 +59,15 @@ def parse_question(question: str) -> Query:
     voc = vocabulary()
     toks = tokens(question)
     terms = [t for t in toks if t not in voc.stopwords]
-    fields = [name for name, spec in voc.fields.items() if any(_contains(toks, a) for a in spec["ask"])]
+    # A field's ask word inside a wh-phrase that wants another kind does not ask for the field:
+    # "how many days" asks for a duration, not for the date field's "day".
+    cues = [(i, i + len(cue), kind) for cue, kind in _WH_TYPES.items() for i in _positions(toks, cue)]
+
+    def asks(spec) -> bool:
+        return any(not any(s <= i and i + len(a) <= e and kind not in spec["types"] for s, e, kind in cues)
+                   for a in spec["ask"] for i in _positions(toks, a))
+
+    fields = [name for name, spec in voc.fields.items() if asks(spec)]
     # "invoice date" asks for a date; the id field only when no more specific field matched.
     if "invoice_number" in fields and len(fields) > 1:
         specific = [a for a in voc.fields["invoice_number"]["ask"] if len(a) > 1]

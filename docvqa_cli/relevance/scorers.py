@@ -43,14 +43,21 @@ class Scorer:
 
 
 class LexicalScorer(Scorer):
-    """The question's terms, field labels and their synonyms among the tile's words."""
+    """The question's terms, field labels and their synonyms among the tile's words.
+
+    For a question that asks for no known kind of value ("Which law governs the
+    agreement?"), nothing else points at the answer, which most often goes on in the same
+    text line as the words of the question: the other tiles of a matched line get
+    ``line_share`` of the match."""
 
     name = "lexical"
     weight = 0.3
+    line_share = 0.9
 
     def score(self, query: Query, doc: Doc) -> list[float]:
         out = [0.0] * len(doc.tiles)
-        for m in doc.labels(query):
+        matches = doc.labels(query)
+        for m in matches:
             w = m.lexical
             for wi in m.words:
                 for ti in doc.tiles_of_word[m.page].get(wi, ()):
@@ -58,6 +65,17 @@ class LexicalScorer(Scorer):
                         out[ti] = w
                     if w >= 0.5:
                         doc.evidence[ti].add((m.page, wi))
+        if not query.types:
+            line_best: dict[tuple[int, int], float] = {}  # (page, line) -> its best match
+            for m in matches:
+                key = (m.page, doc.texts[m.page].line_of[m.words[0]])
+                line_best[key] = max(line_best.get(key, 0.0), m.lexical)
+            for (p, li), w in line_best.items():
+                credit = self.line_share * w
+                for wi in doc.texts[p].lines[li].words:
+                    for ti in doc.tiles_of_word[p].get(wi, ()):
+                        if credit > out[ti]:
+                            out[ti] = credit
         doc.lexical = out
         return out
 

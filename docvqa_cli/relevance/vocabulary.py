@@ -1,16 +1,18 @@
 """Words as relevance sees them: tokens, their stems, and the field vocabulary.
 
 ``tokens(text)`` is the one normaliser for question and page words (lower case, no
-punctuation, stemmed); ``vocabulary()`` is ``docvqa_cli/data/fields.json`` in those tokens.
+punctuation, stemmed); ``vocabulary()`` is the field vocabulary of ``docvqa_cli/data/fields.json``
+(as ``docvqa_cli.values`` loads it) in those tokens. Months and currencies are the values
+package's own.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass
-from importlib import resources
+
+from docvqa_cli.values import fields_json
 
 _TOKEN = re.compile(r"[^\W_]+|[#$€£¥₹%@]|n°|nº", re.UNICODE)
 _CONFUSE = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b", "|": "l"})
@@ -57,15 +59,13 @@ class Vocabulary:
     stopwords: frozenset
     synonyms: dict  # token tuple -> list of token tuples (its group)
     fields: dict  # name -> dict(ask, labels, types, where, hints) with token tuples
-    months: tuple
-    currencies: tuple
     name_suffixes: frozenset
 
 
 @functools.lru_cache(maxsize=1)
 def vocabulary() -> Vocabulary:
     """The field vocabulary of ``docvqa_cli/data/fields.json``, tokenised."""
-    raw = json.loads(resources.files("docvqa_cli").joinpath("data/fields.json").read_text("utf-8"))
+    raw = fields_json()
     synonyms: dict[tuple, list[tuple]] = {}
     for group in raw["synonyms"]:
         toks = [tuple(tokens(g)) for g in group if tokens(g)]
@@ -86,8 +86,6 @@ def vocabulary() -> Vocabulary:
         stopwords=frozenset(tokens(" ".join(raw["stopwords"]))),
         synonyms=synonyms,
         fields=fields,
-        months=tuple(sorted({m.lower() for m in raw["months"]}, key=len, reverse=True)),
-        currencies=tuple(sorted({c.lower() for c in raw["currencies"]}, key=len, reverse=True)),
         name_suffixes=frozenset(tuple(tokens(s)) for s in raw["name_suffixes"]),
     )
 
@@ -97,13 +95,3 @@ def vocabulary() -> Vocabulary:
 def word_tokens(text: str) -> tuple[str, ...]:
     """``tokens(text)`` as a tuple, cached: the tokens of one page word."""
     return tuple(_stem(t) for t in _raw_tokens(text))
-
-
-@functools.lru_cache(maxsize=1)
-def CURRENCY_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
-    return frozenset(t for c in vocabulary().currencies for t in _raw_tokens(c))
-
-
-@functools.lru_cache(maxsize=1)
-def MONTH_TOKENS() -> frozenset:  # noqa: N802 - a cached constant
-    return frozenset(t for m in vocabulary().months for t in _raw_tokens(m))

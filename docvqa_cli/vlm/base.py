@@ -3,7 +3,7 @@
 A backend is split like a Hugging Face pipeline: ``preprocess`` builds the inputs (prompt
 text, the overview(s) and the kept tiles only), ``forward`` runs the model (the only step
 that touches the device), ``postprocess`` turns ids into a ``Generation``. ``answer`` runs
-the three in order. Families subclass ``Backend`` and register in ``vlm/load.py``.
+the three in order. Families subclass ``Backend`` and register in ``vlm/families/``.
 
 Batching: ``answer_batch(items, prompt, max_new_tokens)`` answers several (question, views)
 items in one padded ``generate`` when the family implements ``forward_batch`` (left
@@ -34,11 +34,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from PIL import Image
 
 from docvqa_cli.documents import Page
+from docvqa_cli.errors import UsageError
 from docvqa_cli.tiles import Tile
 
 
@@ -90,6 +91,27 @@ def split_box_lines(text: str, page: int, width: float, height: float) -> tuple[
         if x1 > x0 and y1 > y0:
             boxes.append(ModelBox(page, x0 * width, y0 * height, x1 * width, y1 * height))
     return " ".join(BOX_LINE.sub(" ", text).split()), boxes
+
+def processor_chat_template(source: str, local_files_only: bool = False, **_) -> str | None:
+    """The chat template of a checkpoint's processor (``chat_template.jinja`` or
+    ``chat_template.json``), None if it has none. It can differ from the tokenizer's: Qwen2.5-VL's
+    tokenizer carries the text model's template, which cannot render images."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        try:
+            path = cached_file(source, name, local_files_only=local_files_only,
+                               _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
+        except Exception:  # noqa: BLE001 - no such file where it looked
+            path = None
+        if path:
+            text = open(path, encoding="utf-8").read()
+            return text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+    return None
+
 
 STATIC_PAD_MULTIPLE = 64  # static decode: prompts left-padded to a multiple of this (fewer shapes)
 MIN_CACHE_LENGTH = 256  # static decode: the smallest cache-length bucket
@@ -161,6 +183,47 @@ def _newline_stop(newline_ids, blank_ids):
     return NewlineStop()
 
 
+def find_module(model: Any, paths: tuple[str, ...]) -> Any:
+    """The first of the dotted ``paths`` (``model.visual``) that ``model`` has, or UsageError."""
+    for path in paths:
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise UsageError(f"TIE: cannot find the vision encoder of {type(model).__name__} (tried {', '.join(paths)})")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What TIE (``vlm/tie.py``) and the visual scorer (``vlm/visual.py``) need to know of a
+    family: where its vision encoder's layers are and how to encode one overview. A family
+    sets its own as ``Backend.tie_spec``; ``family`` is saved in the adapters' config."""
+
+    family: str
+    layer_paths: tuple[str, ...]  # dotted paths to the encoder's nn.ModuleList of layers
+    vision_paths: tuple[str, ...]  # dotted paths to the vision tower (for encode_overview)
+    # encode_overview(model, processor, image, project) -> (tokens (g_h*g_w, D), (g_h, g_w));
+    # project=True: after the connector (LM space); False: the encoder's last layer (patch grid).
+    encode_overview: Callable | None = None
+    # Families whose encoder packs the patches of all images into one (seq, D) sequence (Qwen)
+    # rather than (images, P, D): patch_order(vision, grid_thw) -> one tensor per image, the
+    # row-major patch index of each of the image's positions, in sequence order.
+    patch_order: Callable | None = None
+
+    @property
+    def packed(self) -> bool:
+        return self.patch_order is not None
+
+    def layers(self, model):
+        return find_module(model, self.layer_paths)
+
+    def vision(self, model):
+        return find_module(model, self.vision_paths)
+
+
 class Backend:
     """Base class of model families. Subclasses set the class attributes and the 3 steps."""
 
@@ -179,6 +242,7 @@ class Backend:
     # Token ids that end an answer: generation stops at any of them; training (``tune``)
     # appends the first to each answer. Families set their own in ``__init__``.
     eos_ids: list[int] = []
+    tie_spec: ClassVar[FamilySpec | None] = None  # what TIE and the visual scorer need; None: no TIE
 
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         self.model = model
@@ -208,6 +272,11 @@ class Backend:
     def tie_groups(self, inputs: list[dict]):
         """For TIE in a batch: the item of each image the encoder sees, or None if unknown."""
         return None
+
+    def model_inputs(self, inputs: dict) -> dict:
+        """The tensors of a preprocessed item that the model's forward takes (``tune`` appends
+        the answer to them); families that nest them override this."""
+        return inputs
 
     def _preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         from docvqa_cli import prompts
@@ -281,6 +350,7 @@ class Backend:
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
+            repetition_penalty=1.0,  # plain greedy: Qwen2.5-VL's generation config asks for 1.05
             output_logits=True,
             return_dict_in_generate=True,
             eos_token_id=list(eos_ids) or None,

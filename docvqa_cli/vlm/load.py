@@ -1,10 +1,6 @@
-"""The registry of model families, and the one place for the device and quantisation policy.
-
-A family is one module in ``docvqa_cli/vlm/`` that subclasses ``Backend`` and calls
-``register(ItsBackend)``; every module of the package (other than ``base``, ``load`` and
-``tie``) is imported the first time a model is loaded, and third-party packages can add
-theirs under the ``docq.backends`` entry-point group. A model's ``config.json``
-``model_type`` picks the family.
+"""Loading a model as its family's backend, and the one place for the device, dtype and
+quantisation policy. A model's ``config.json`` ``model_type`` picks the family
+(``vlm/families/``, the registry).
 
 Loading: a hub id or a local folder; with ``HF_HUB_OFFLINE=1`` only the local cache is
 used. Weights are safetensors only; remote code runs only with ``trust_remote_code``.
@@ -23,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -31,6 +26,7 @@ from typing import Callable
 from docvqa_cli.errors import EnvironmentProblem, UsageError
 from docvqa_cli.options import DECODES, DEFAULT_CPU_MODEL, DEFAULT_MODEL, DEVICES, DTYPES, QUANTS
 from docvqa_cli.vlm.base import Backend
+from docvqa_cli.vlm.families import backend_for
 
 
 # Questions per forward on the CPU. Measured on the 2-core dev machine with the tiny models
@@ -47,73 +43,6 @@ GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activati
 INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128 inputs
 # /proc/cpuinfo flags of a CPU that computes bf16 natively (x86 AMX / AVX512, Arm).
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
-
-_REGISTRY: dict[str, type[Backend]] = {}
-_NOT_FAMILIES = {"base", "load", "memory", "tie", "visual"}
-_discovered = False
-_broken: dict[str, str] = {}  # family modules that failed to import: name -> cause
-
-
-def register(backend_cls: type[Backend]) -> type[Backend]:
-    """Serve ``backend_cls.model_types`` with ``backend_cls`` (usable as a class decorator)."""
-    if not backend_cls.model_types:
-        raise ValueError(f"{backend_cls.__name__} names no model_types")
-    for model_type in backend_cls.model_types:
-        _REGISTRY[model_type] = backend_cls
-    return backend_cls
-
-
-def _discover() -> None:
-    """Import the built-in family modules, then entry-point plugins (once)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import docvqa_cli.vlm as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name in _NOT_FAMILIES or info.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"docvqa_cli.vlm.{info.name}")
-        except Exception as exc:  # a broken family must not hide the others
-            _broken[info.name] = f"{type(exc).__name__}: {exc}"
-    try:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="docq.backends"):
-            try:
-                register(ep.load())
-            except Exception as exc:
-                _broken[ep.name] = f"{type(exc).__name__}: {exc}"
-    except Exception:
-        pass
-
-
-def families() -> dict[str, type[Backend]]:
-    """model_type -> backend class, for every family docq knows."""
-    _discover()
-    return dict(_REGISTRY)
-
-
-def backend_for(model_type: str, name: str = "") -> type[Backend]:
-    known = families()
-    if model_type in known:
-        return known[model_type]
-    listing = ", ".join(f"{cls.family} ({', '.join(cls.model_types)})" for cls in _unique(known.values()))
-    broken = f"; failed to import: {', '.join(_broken)}" if _broken else ""
-    raise UsageError(
-        f"--model {name}: model_type {model_type!r} is not a family docq supports; known: {listing}{broken}"
-    )
-
-
-def _unique(classes):
-    seen = []
-    for cls in classes:
-        if cls not in seen:
-            seen.append(cls)
-    return seen
-
 
 def _say(line: str) -> None:
     print(f"docq: {line}", file=sys.stderr)
@@ -309,11 +238,11 @@ def _load_config(name: str, trust_remote_code: bool, local_only: bool):
         if local_only:
             raise EnvironmentProblem(
                 f"--model {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download it once "
-                f"with `hf download {name}` (or unset HF_HUB_OFFLINE)"
+                f"with `docq models pull {name}` (or unset HF_HUB_OFFLINE)"
             ) from None
         raise EnvironmentProblem(
             f"--model {name}: cannot fetch it from the hub ({_first_line(exc)}); on a machine without the "
-            f"network, download it elsewhere with `hf download {name}` and set HF_HUB_OFFLINE=1") from None
+            f"network, run `docq models pull {name}` elsewhere, copy the cache here and set HF_HUB_OFFLINE=1") from None
 
 
 def _first_line(exc: BaseException) -> str:

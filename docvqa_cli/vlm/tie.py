@@ -10,7 +10,8 @@ forward hooks on the encoder's layers. The question reaches the layers through a
 (``Tie.condition(question)``) that the hooks read on every call; outside it they do nothing.
 
 Qwen-VL packs the patches of all images into one (seq, D) sequence: a pre-hook on the vision
-tower reads ``grid_thw`` and finds each image's run and patch order (``qwen_patch_order``), so
+tower reads ``grid_thw`` and finds each image's run and patch order (the family's
+``FamilySpec.patch_order``, in ``vlm/families/qwen.py``), so
 each image's patches attend to their own question and recorded attention comes back per image
 in row-major grid order.
 
@@ -29,13 +30,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.vlm.base import FamilySpec
+from docvqa_cli.vlm.families import families
 
 CONFIG_NAME = "tie_config.json"
 WEIGHTS_NAME = "adapters.safetensors"
@@ -45,153 +47,15 @@ DEFAULT_INNER = 256  # cross-attention width (bottleneck); small next to the enc
 DEFAULT_HEADS = 4
 
 
-# ---------------------------------------------------------------------------------------
-# Per-family spec: where the vision encoder's layers live and how to encode one overview.
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _first(model: Any, paths: tuple[str, ...]) -> Any:
-    for p in paths:
-        try:
-            return _get(model, p)
-        except AttributeError:
-            continue
-    raise UsageError(f"TIE: cannot find the vision encoder of {type(model).__name__} (tried {', '.join(paths)})")
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    family: str
-    model_types: tuple[str, ...]
-    layer_paths: tuple[str, ...]  # dotted paths to the encoder's nn.ModuleList of layers
-    vision_paths: tuple[str, ...]  # dotted paths to the vision tower (for encode_overview)
-    packed: bool = False  # hidden states (seq, D) of all images packed (Qwen) vs (images, P, D)
-    # encode_overview(model, processor, image, project) -> (tokens (g_h*g_w, D), (g_h, g_w));
-    # project=True: after the connector (LM space); False: the encoder's last layer (patch grid).
-    encode_overview: Callable | None = None
-
-    def layers(self, model) -> nn.ModuleList:
-        return _first(model, self.layer_paths)
-
-    def vision(self, model) -> nn.Module:
-        return _first(model, self.vision_paths)
-
-
-def _square_pixels(processor, image, size: int, dtype, device) -> torch.Tensor:
-    """The image resized to size x size and normalised like the processor does: (1, 3, S, S)."""
-    from PIL import Image
-
-    ip = getattr(processor, "image_processor", processor)
-    mean = torch.tensor(getattr(ip, "image_mean", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
-    std = torch.tensor(getattr(ip, "image_std", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
-    img = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3)
-    x = x.permute(2, 0, 1).float() / 255.0
-    x = (x - mean) / std
-    return x.unsqueeze(0).to(device=device, dtype=dtype)
-
-
-def _idefics3_encode(model, processor, image, project: bool = True):
-    vcfg = model.config.vision_config
-    size, patch = vcfg.image_size, vcfg.patch_size
-    vision = IDEFICS3.vision(model)
-    dtype = next(vision.parameters()).dtype
-    pixels = _square_pixels(processor, image, size, dtype, next(vision.parameters()).device)
-    hidden = vision(pixel_values=pixels).last_hidden_state  # (1, P, Dv), P = (size/patch)^2
-    g = size // patch
-    if not project:
-        return hidden[0], (g, g)
-    connector = _first(model, ("model.connector", "connector"))
-    tokens = connector(hidden)[0]
-    s = model.config.scale_factor
-    return tokens, (g // s, g // s)
-
-
-IDEFICS3 = FamilySpec(
-    family="idefics3",
-    model_types=("idefics3", "smolvlm"),
-    layer_paths=("model.vision_model.encoder.layers", "vision_model.encoder.layers"),
-    vision_paths=("model.vision_model", "vision_model"),
-    encode_overview=_idefics3_encode,
-)
-def qwen_patch_order(vision, grid_thw: torch.Tensor) -> list[torch.Tensor]:
-    """Where each position of Qwen's packed sequence (as the vision blocks see it) sits on its
-    image: one tensor per image (in ``grid_thw`` order), the row-major patch index
-    ``frame * h * w + row * w + col`` of each of the image's positions, in sequence order.
-
-    The image processor flattens an image's (h, w) patch grid block-major: merge_size x
-    merge_size windows in row-major order, row-major inside each window (the order of
-    ``vision_utils.get_vision_position_ids``). Qwen2.5-VL then permutes whole merge windows into
-    its attention windows (``get_vision_window_index``) before the blocks and back after the
-    merger; the permutation stays inside each image, so every image is one contiguous run.
-    """
-    m = int(vision.config.spatial_merge_size)
-    per_image, offset = [], 0
-    for t, h, w in grid_thw.tolist():
-        t, h, w = int(t), int(h), int(w)
-        idx = torch.arange(h * w).reshape(h // m, m, w // m, m).transpose(1, 2).flatten()
-        frames = (torch.arange(t)[:, None] * (h * w) + idx[None, :]).flatten()
-        per_image.append(frames + offset)
-        offset += t * h * w
-    order = torch.cat(per_image)  # processor order -> global row-major index
-    if getattr(vision, "window_size", None) and hasattr(vision, "fullatt_block_indexes"):  # Qwen2.5-VL
-        from transformers.vision_utils import get_vision_window_index
-
-        window_index, _ = get_vision_window_index(grid_thw.cpu(), spatial_merge_size=m,
-                                                  window_size=vision.window_size, patch_size=vision.patch_size)
-        unit = m * m
-        order = order[(window_index[:, None] * unit + torch.arange(unit)[None, :]).flatten()]
-    out, start = [], 0
-    for t, h, w in grid_thw.tolist():
-        n = int(t) * int(h) * int(w)
-        out.append(order[start:start + n] - start)
-        start += n
-    return out
-
-
-def _qwen_encode(model, processor, image, project: bool = True):
-    """One overview through Qwen's vision tower at the backend's overview budget."""
-    from docvqa_cli.vlm import qwen
-
-    vision = QWEN.vision(model)
-    ip = getattr(processor, "image_processor", processor)
-    m = int(vision.config.spatial_merge_size)
-    factor = int(vision.config.patch_size) * m
-    budget = (qwen.TILE_GROUPS * factor) ** 2  # as QwenBackend.preprocess encodes an overview
-    enc = ip(images=[image.convert("RGB")], size=qwen.image_size(ip, budget, factor), return_tensors="pt")
-    param = next(vision.parameters())
-    grid = enc["image_grid_thw"].to(param.device)
-    out = vision(enc["pixel_values"].to(device=param.device, dtype=param.dtype), grid_thw=grid)
-    _, h, w = (int(v) for v in grid[0])
-    if project:  # after the merger, in the LM embedding space: row-major over (h/m, w/m)
-        return out.pooler_output, (h // m, w // m)
-    order = qwen_patch_order(vision, grid)[0].to(param.device)
-    return out.last_hidden_state[torch.argsort(order)], (h, w)
-
-
-QWEN = FamilySpec(
-    family="qwen",
-    model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
-    layer_paths=("model.visual.blocks", "visual.blocks"),
-    vision_paths=("model.visual", "visual"),
-    packed=True,
-    encode_overview=_qwen_encode,
-)
-SPECS = (IDEFICS3, QWEN)
-
-
 def spec_for(model) -> FamilySpec:
+    """The TIE spec of ``model``'s family (``Backend.tie_spec``), or UsageError."""
+    known = families()
     mt = getattr(model.config, "model_type", "")
-    for s in SPECS:
-        if mt in s.model_types:
-            return s
-    known = ", ".join(t for s in SPECS for t in s.model_types)
-    raise UsageError(f"TIE does not support model type {mt!r} (known: {known})")
+    family = known.get(mt)
+    if family is not None and family.tie_spec is not None:
+        return family.tie_spec
+    supported = ", ".join(t for t, cls in known.items() if cls.tie_spec is not None)
+    raise UsageError(f"TIE does not support model type {mt!r} (known: {supported})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,7 +154,7 @@ class _Condition:
     # (heads, P_i, T) per image, its patches in row-major grid order.
     records: list = field(default_factory=list)
     # Packed families: per image of the current vision call, (start, end, order) in the packed
-    # sequence (``qwen_patch_order``); set by a pre-hook on the vision tower.
+    # sequence (``FamilySpec.patch_order``); set by a pre-hook on the vision tower.
     layout: list | None = None
 
 
@@ -431,7 +295,7 @@ class Tie:
             cond.layout = None
             return None
         layout, start = [], 0
-        for order in qwen_patch_order(module, grid):
+        for order in self.spec.patch_order(module, grid):
             layout.append((start, start + order.numel(), order))
             start += order.numel()
         cond.layout = layout

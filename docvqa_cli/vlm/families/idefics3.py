@@ -32,8 +32,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, PageView, left_pad, pixels_to, split_box_lines
-from docvqa_cli.vlm.load import register
+from docvqa_cli.vlm.base import (
+    Backend, FamilySpec, Generation, PageView, find_module, left_pad, pixels_to, processor_chat_template,
+    split_box_lines,
+)
+from docvqa_cli.vlm.families import register
 
 FAKE = "<fake_token_around_image>"
 IMAGE = "<image>"
@@ -69,10 +72,54 @@ def image_block(views: list[PageView], seq_len: int) -> str:
     return "".join(parts)
 
 
+# --- TIE and the visual scorer: the encoder's layers, one overview through the encoder -------
+
+
+def _square_pixels(processor, image, size: int, dtype, device):
+    """The image resized to size x size and normalised like the processor does: (1, 3, S, S)."""
+    import torch
+    from PIL import Image
+
+    ip = getattr(processor, "image_processor", processor)
+    mean = torch.tensor(getattr(ip, "image_mean", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
+    std = torch.tensor(getattr(ip, "image_std", None) or [0.5, 0.5, 0.5]).view(3, 1, 1)
+    img = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3)
+    x = x.permute(2, 0, 1).float() / 255.0
+    x = (x - mean) / std
+    return x.unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def encode_overview(model, processor, image, project: bool = True):
+    """One overview through the vision encoder at its native square size (TIE, visual scorer)."""
+    vcfg = model.config.vision_config
+    size, patch = vcfg.image_size, vcfg.patch_size
+    vision = TIE_SPEC.vision(model)
+    dtype = next(vision.parameters()).dtype
+    pixels = _square_pixels(processor, image, size, dtype, next(vision.parameters()).device)
+    hidden = vision(pixel_values=pixels).last_hidden_state  # (1, P, Dv), P = (size/patch)^2
+    g = size // patch
+    if not project:
+        return hidden[0], (g, g)
+    connector = find_module(model, ("model.connector", "connector"))
+    tokens = connector(hidden)[0]
+    s = model.config.scale_factor
+    return tokens, (g // s, g // s)
+
+
+TIE_SPEC = FamilySpec(
+    family="idefics3",
+    layer_paths=("model.vision_model.encoder.layers", "vision_model.encoder.layers"),
+    vision_paths=("model.vision_model", "vision_model"),
+    encode_overview=encode_overview,
+)
+
+
 @register
 class Idefics3Backend(Backend):
     family = "idefics3"
     model_types = ("idefics3", "smolvlm")
+    tie_spec = TIE_SPEC
     max_tiles = 12
     can_ground = False
     batches = True
@@ -106,15 +153,18 @@ class Idefics3Backend(Backend):
         return SimpleNamespace(
             image_processor=AutoImageProcessor.from_pretrained(name, **kwargs),
             tokenizer=AutoTokenizer.from_pretrained(name, **kwargs),
+            chat_template=processor_chat_template(name, **kwargs),
         )
 
     # --- the three steps --------------------------------------------------------------------
 
     def chat_text(self, block: str, text: str) -> str:
         """The user turn with the image block and the prompt, plus the assistant's cue."""
-        if getattr(self.tokenizer, "chat_template", None):
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if template:
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            rendered = self.tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                                          tokenize=False)
             if IMAGE in rendered:
                 return rendered.replace(IMAGE, block, 1)
         return f"<|im_start|>User:{block}{text}{END_OF_UTTERANCE}\nAssistant:"

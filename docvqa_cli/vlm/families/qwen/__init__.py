@@ -5,9 +5,12 @@ flattens them into patches; ``image_grid_thw`` holds one (t, h, w) row per image
 kept tile and then the page's overview go in as separate images (the order the prompts
 describe: parts of the page first, the whole page last), each after a short text that says
 where it sits on the page; unkept tiles never reach the encoder. The tile size is 16 x 16
-patch groups: 448 px for Qwen2/2.5-VL (patch 14), 512 px for Qwen3-VL (patch 16), so a
-tile is about 256 image tokens; each image has a pixel budget (tiles 1.5 x tile_px^2,
-overviews tile_px^2), capped by the image processor's own ``max_pixels``.
+patch groups: 448 px for Qwen2/2.5-VL (patch 14), 512 px for Qwen3-VL (patch 16); each
+image has a pixel budget (tiles 1.5 x tile_px^2, overviews tile_px^2), capped by the image
+processor's own ``max_pixels``. A tile's image tokens follow its shape: with the real
+processors an A4 invoice at 150 dpi has tiles of 210 tokens on Qwen3-VL and 272 to 306 on
+Qwen2.5-VL (README, "Families"); ``image_tokens_per_image`` (256) is only the batch-size
+estimate's round figure.
 
 transformers' Qwen processors carry a video processor that needs torchvision, so this
 backend uses the image processor and the tokenizer directly (``QwenParts``) and expands
@@ -24,26 +27,25 @@ sequence from ``grid_thw``). The overview is encoded with every question (no
 reuse): Qwen3-VL feeds the language model extra per-layer ("deepstack") visual features
 next to the merged image tokens, so pre-encoded images would have to carry those too.
 
-Boxes the model emits (``{"bbox_2d": [x1, y1, x2, y2]}``) are on the pixels of the
-resized input image for Qwen2.5-VL, and on a 0-1000 scale of the image for Qwen2-VL
-and Qwen3-VL; either way they map back to page points through the box of the image they
-refer to (a ``"image": N`` key naming the image number in the prompt, or a ``"tile":
-"r2c1"`` key, else the overview of the page). The ``grounded`` prompt's own format, a line
-``box: [x0, y0, x1, y1]`` on a 0-1000 scale of the whole-page image, is read too.
+Boxes the model writes in its answer map back to page points through the image they name
+(``boxes.py``). ``TIE_SPEC`` tells TIE and the visual scorer where the encoder's blocks
+are, in which order the packed sequence holds each image's patches (``patch_order``) and
+how one overview goes through the vision tower (``encode_overview``).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from PIL import Image
 
 from docvqa_cli import prompts
-from docvqa_cli.vlm.base import Backend, Generation, ModelBox, PageView, left_pad, pixels_to
-from docvqa_cli.vlm.load import register
+from docvqa_cli.vlm.base import (
+    Backend, FamilySpec, Generation, PageView, left_pad, pixels_to, processor_chat_template,
+)
+from docvqa_cli.vlm.families import register
+from docvqa_cli.vlm.families.qwen.boxes import ImageRef, map_box, split_answer
 
 IMAGE_PAD = "<|image_pad|>"
 VISION_START = "<|vision_start|>"
@@ -64,19 +66,7 @@ class QwenParts:
 
     image_processor: Any
     tokenizer: Any
-
-
-@dataclass
-class ImageRef:
-    """One image in the prompt: where it sits on the page and the size the encoder saw."""
-
-    number: int  # 1-based, in prompt order
-    page: int
-    box: tuple[float, float, float, float]  # page points covered by the image
-    width: int  # pixels after the image processor's resize
-    height: int
-    tile: str | None  # "r2c1" for a tile, None for an overview
-    tokens: int  # image tokens in the prompt
+    chat_template: str | None = None  # the processor's (chat_template.json), else the tokenizer's is used
 
 
 def load_parts(source: str, **kwargs) -> QwenParts:
@@ -88,7 +78,7 @@ def load_parts(source: str, **kwargs) -> QwenParts:
     except ImportError:
         image_processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    return QwenParts(image_processor, tokenizer)
+    return QwenParts(image_processor, tokenizer, processor_chat_template(source, **kwargs))
 
 
 def image_size(image_processor, max_pixels: int, factor: int) -> dict:
@@ -120,10 +110,80 @@ def overview_label(view: PageView, number: int) -> str:
     return f"Image {number}: page {view.page.number}, whole page:"
 
 
+# --- TIE and the visual scorer: the encoder's blocks, packed patch order, one overview -------
+
+
+def patch_order(vision, grid_thw) -> list:
+    """Where each position of Qwen's packed sequence (as the vision blocks see it) sits on its
+    image: one tensor per image (in ``grid_thw`` order), the row-major patch index
+    ``frame * h * w + row * w + col`` of each of the image's positions, in sequence order.
+
+    The image processor flattens an image's (h, w) patch grid block-major: merge_size x
+    merge_size windows in row-major order, row-major inside each window (the order of
+    ``vision_utils.get_vision_position_ids``). Qwen2.5-VL then permutes whole merge windows into
+    its attention windows (``get_vision_window_index``) before the blocks and back after the
+    merger; the permutation stays inside each image, so every image is one contiguous run.
+    """
+    import torch
+
+    m = int(vision.config.spatial_merge_size)
+    per_image, offset = [], 0
+    for t, h, w in grid_thw.tolist():
+        t, h, w = int(t), int(h), int(w)
+        idx = torch.arange(h * w).reshape(h // m, m, w // m, m).transpose(1, 2).flatten()
+        frames = (torch.arange(t)[:, None] * (h * w) + idx[None, :]).flatten()
+        per_image.append(frames + offset)
+        offset += t * h * w
+    order = torch.cat(per_image)  # processor order -> global row-major index
+    if getattr(vision, "window_size", None) and hasattr(vision, "fullatt_block_indexes"):  # Qwen2.5-VL
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid_thw.cpu(), spatial_merge_size=m,
+                                                  window_size=vision.window_size, patch_size=vision.patch_size)
+        unit = m * m
+        order = order[(window_index[:, None] * unit + torch.arange(unit)[None, :]).flatten()]
+    out, start = [], 0
+    for t, h, w in grid_thw.tolist():
+        n = int(t) * int(h) * int(w)
+        out.append(order[start:start + n] - start)
+        start += n
+    return out
+
+
+def encode_overview(model, processor, image, project: bool = True):
+    """One overview through Qwen's vision tower at the backend's overview budget (TIE, visual scorer)."""
+    import torch
+
+    vision = TIE_SPEC.vision(model)
+    ip = getattr(processor, "image_processor", processor)
+    m = int(vision.config.spatial_merge_size)
+    factor = int(vision.config.patch_size) * m
+    budget = (TILE_GROUPS * factor) ** 2  # as QwenBackend.preprocess encodes an overview
+    enc = ip(images=[image.convert("RGB")], size=image_size(ip, budget, factor), return_tensors="pt")
+    param = next(vision.parameters())
+    grid = enc["image_grid_thw"].to(param.device)
+    out = vision(enc["pixel_values"].to(device=param.device, dtype=param.dtype), grid_thw=grid)
+    _, h, w = (int(v) for v in grid[0])
+    if project:  # after the merger, in the LM embedding space: row-major over (h/m, w/m)
+        return out.pooler_output, (h // m, w // m)
+    order = patch_order(vision, grid)[0].to(param.device)
+    return out.last_hidden_state[torch.argsort(order)], (h, w)
+
+
+TIE_SPEC = FamilySpec(
+    family="qwen",
+    layer_paths=("model.visual.blocks", "visual.blocks"),
+    vision_paths=("model.visual", "visual"),
+    encode_overview=encode_overview,
+    patch_order=patch_order,
+)
+
+
 @register
 class QwenBackend(Backend):
     family: ClassVar[str] = "qwen-vl"
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    tie_spec: ClassVar[FamilySpec] = TIE_SPEC
     tile_px: int = 448  # 16 x 28 (Qwen2/2.5-VL); set to 16 x 32 = 512 for Qwen3-VL
     max_tiles: int = 12
     can_ground: bool = True
@@ -135,7 +195,8 @@ class QwenBackend(Backend):
     def __init__(self, model: Any, processor: Any, name: str, device: Any):
         super().__init__(model, processor, name, device)
         if not isinstance(processor, QwenParts):  # a full processor (torchvision present)
-            processor = QwenParts(processor.image_processor, processor.tokenizer)
+            processor = QwenParts(processor.image_processor, processor.tokenizer,
+                                  getattr(processor, "chat_template", None))
             self.processor = processor
         config = model.config
         self.model_type = config.model_type
@@ -188,11 +249,13 @@ class QwenBackend(Backend):
         Each image stands as one ``<|image_pad|>`` here; ``preprocess`` expands them.
         """
         tok = self.processor.tokenizer
-        if getattr(tok, "chat_template", None):
+        template = self.processor.chat_template or getattr(tok, "chat_template", None)
+        if template:
             content = [{"type": kind, "text": s} if kind == "text" else {"type": "image"} for kind, s in items]
             try:
                 rendered = tok.apply_chat_template(
-                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                    [{"role": "user", "content": content}], chat_template=template, add_generation_prompt=True,
+                    tokenize=False,
                 )
             except Exception:  # a template that does not take content lists
                 rendered = None
@@ -256,6 +319,10 @@ class QwenBackend(Backend):
             model_inputs["image_grid_thw"] = torch.cat(grids)
         return {"model_inputs": model_inputs, "images": refs, "prompt_text": expanded}
 
+    def model_inputs(self, inputs: dict) -> dict:
+        """The forward's tensors sit under ``model_inputs`` (next to the image references)."""
+        return inputs["model_inputs"]
+
     # -- forward ----------------------------------------------------------------------------
 
     def forward(self, inputs: dict, max_new_tokens: int) -> dict:
@@ -302,150 +369,3 @@ class QwenBackend(Backend):
             images_encoded=len(refs),
             boxes=boxes,
         )
-
-
-# -- boxes the model emits -------------------------------------------------------------------
-
-_NUM = r"-?\d+(?:\.\d+)?"
-_BBOX_KEY = re.compile(r'"?bbox(?:_2d)?"?\s*:\s*\[\s*(' + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM
-                       + r")\s*,\s*(" + _NUM + r")\s*\]")
-_QWEN2_BOX = re.compile(r"<\|box_start\|>\s*\(\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)\s*,\s*\(\s*("
-                        + _NUM + r")\s*,\s*(" + _NUM + r")\s*\)\s*<\|box_end\|>")
-_BOX_LINE = re.compile(r"\bbox\s*:\s*\[\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*(" + _NUM + r")\s*,\s*("
-                       + _NUM + r")\s*\]", re.I)
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-
-
-@dataclass
-class FoundBox:
-    """A box as the model wrote it: coordinates on its own scale, and the image it names."""
-
-    coords: tuple[float, float, float, float]
-    scale: str | None = None  # "per-mille" when the format fixes it; None: the family's own
-    image: int | None = None  # 1-based image number from the prompt's labels
-    tile: str | None = None  # "r2c1"
-    page: int | None = None
-
-
-def _objects(text: str) -> list[Any]:
-    """JSON values found in the text (a fenced block, the whole text, or {...} spans)."""
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] or [text]
-    found = []
-    for cand in candidates:
-        cand = cand.strip()
-        try:
-            found.append(json.loads(cand))
-            continue
-        except ValueError:
-            pass
-        for m in re.finditer(r"\{[^{}]*\}", cand):
-            try:
-                found.append(json.loads(m.group(0)))
-            except ValueError:
-                pass
-    return found
-
-
-def _as_int(v) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return int(v)
-    if isinstance(v, str):
-        m = re.search(r"\d+", v)
-        return int(m.group(0)) if m else None
-    return None
-
-
-def _tile_name(v) -> str | None:
-    if isinstance(v, str):
-        m = re.search(r"r\s*(\d+)\s*c\s*(\d+)", v, re.I)
-        if m:
-            return f"r{int(m.group(1))}c{int(m.group(2))}"
-    return None
-
-
-def _walk(value, out: list[dict]) -> None:
-    if isinstance(value, dict):
-        out.append(value)
-        for v in value.values():
-            if isinstance(v, (dict, list)):
-                _walk(v, out)
-    elif isinstance(value, list):
-        for v in value:
-            _walk(v, out)
-
-
-def split_answer(raw: str) -> tuple[str, list[FoundBox]]:
-    """The answer text and the boxes in a model's output.
-
-    The answer is an ``"answer"`` field when the output is JSON that has one; otherwise the
-    output with any box markup removed.
-    """
-    boxes: list[FoundBox] = []
-    answer = None
-    dicts: list[dict] = []
-    for obj in _objects(raw):
-        _walk(obj, dicts)
-    for d in dicts:
-        if answer is None and isinstance(d.get("answer"), (str, int, float)) and not isinstance(d.get("answer"), bool):
-            answer = str(d["answer"])
-        coords = d.get("bbox_2d", d.get("bbox"))
-        if isinstance(coords, list) and len(coords) == 4 and all(
-            isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords
-        ):
-            boxes.append(FoundBox(
-                tuple(float(c) for c in coords),
-                image=_as_int(d.get("image", d.get("image_index"))),
-                tile=_tile_name(d.get("tile")),
-                page=_as_int(d.get("page")),
-            ))
-    if not boxes:  # not valid JSON: take bbox lists from the raw text
-        for m in _BBOX_KEY.finditer(raw):
-            boxes.append(FoundBox(tuple(float(g) for g in m.groups())))
-    for m in _QWEN2_BOX.finditer(raw):  # Qwen2-VL: <|box_start|>(x1,y1),(x2,y2)<|box_end|>
-        boxes.append(FoundBox(tuple(float(g) for g in m.groups()), scale="per-mille"))
-    for m in _BOX_LINE.finditer(raw):  # the grounded prompt: "box: [x0, y0, x1, y1]", 0-1000, whole page
-        boxes.append(FoundBox(tuple(float(g) for g in m.groups()), scale="per-mille"))
-    if answer is None:
-        text = _FENCE.sub(" ", raw)
-        text = re.sub(r"<\|object_ref_start\|>(.*?)<\|object_ref_end\|>", r"\1", text)
-        text = _QWEN2_BOX.sub(" ", text)
-        text = re.sub(r"\{[^{}]*bbox[^{}]*\}?", " ", text)
-        text = _BOX_LINE.sub(" ", text)
-        answer = text
-    return " ".join(answer.split()), boxes
-
-
-def _target(found: FoundBox, refs: list[ImageRef]) -> ImageRef | None:
-    if found.image is not None:
-        return next((r for r in refs if r.number == found.image), None)
-    if found.tile is not None:
-        pages = [found.page] if found.page is not None else sorted({r.page for r in refs})
-        for p in pages:
-            for r in refs:
-                if r.page == p and r.tile == found.tile:
-                    return r
-        return None
-    page = found.page if found.page is not None else (refs[0].page if refs else None)
-    return next((r for r in refs if r.page == page and r.tile is None), None)
-
-
-def map_box(found: FoundBox, refs: list[ImageRef], scale: str) -> ModelBox | None:
-    """A model box in page points, through the image it refers to; None if it names none."""
-    ref = _target(found, refs)
-    if ref is None:
-        return None
-    x0, y0, x1, y1 = found.coords
-    if (found.scale or scale) == "pixels":
-        fx0, fx1 = x0 / ref.width, x1 / ref.width
-        fy0, fy1 = y0 / ref.height, y1 / ref.height
-    else:
-        fx0, fx1, fy0, fy1 = x0 / 1000, x1 / 1000, y0 / 1000, y1 / 1000
-    fx0, fx1 = sorted((min(max(fx0, 0.0), 1.0), min(max(fx1, 0.0), 1.0)))
-    fy0, fy1 = sorted((min(max(fy0, 0.0), 1.0), min(max(fy1, 0.0), 1.0)))
-    if fx1 <= fx0 or fy1 <= fy0:
-        return None
-    bx0, by0, bx1, by1 = ref.box
-    w, h = bx1 - bx0, by1 - by0
-    return ModelBox(ref.page, bx0 + fx0 * w, by0 + fy0 * h, bx0 + fx1 * w, by0 + fy1 * h)

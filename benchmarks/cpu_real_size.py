@@ -1,0 +1,156 @@
+"""Seconds per question of a real-size SmolVLM-256M on the CPU, split into preprocessing,
+vision encoder and language model, at keep 1.0, 0.5 and 0.25 on sample_docs/invoice.pdf.
+
+The model is built from the real ``config.json`` in ``../shared/models`` (or
+``$DOCQ_REAL_MODELS``) with random weights at the real size (256M parameters), saved with the
+real metadata and loaded through docq's ``load_backend`` (so the answers are noise, the work
+is the real model's). Per keep, one question as docq answers it (its kept tiles and the
+page's overview, the overview not cached), with ``--tokens`` new tokens forced:
+
+- ``prep``: ``Backend.preprocess`` (image processor and tokenizer);
+- ``vision``: the SigLIP encoder and connector (``Idefics3Backend._encode``, timed inside the
+  forward);
+- ``lm``: the rest of the forward (prefill and decoding of the language model).
+
+Each as wall seconds and CPU seconds of the process (all its threads): on a shared machine
+the wall time grows with the other jobs, the CPU time much less.
+
+Variants, side by side in one run:
+
+- ``before``: float32 and the image processor called as docq did before (each 512 px tile
+  upscaled to 1536 px, then shrunk back: the processor's default ``size``);
+- ``float32``: float32, today's preprocessing;
+- ``auto``: today's defaults (``--dtype auto``: bfloat16 on a CPU with native bf16, AMX or
+  AVX512-BF16; float32 elsewhere).
+
+Run: ``python benchmarks/cpu_real_size.py`` from the repository root (about 1 GB of RAM for
+the float32 model; a few minutes on 2 cores). ``--variants before auto`` picks some.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from _real_models import build, models_dir, skip_reason  # noqa: E402
+
+from docvqa_cli import documents, prompts, relevance, tiles  # noqa: E402
+from docvqa_cli.vlm.base import PageView  # noqa: E402
+from docvqa_cli.vlm.load import load_backend, resolve_dtype  # noqa: E402
+
+QUESTION = "What is the total amount due?"
+NAME = "SmolVLM-256M-Instruct"
+
+
+def old_preprocessing(backend):
+    """The image processor as docq called it before (its default size: tiles upscaled)."""
+    processor = backend.image_processor
+    real_call = processor.__call__
+
+    class Upscaling:
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+        def __call__(self, *args, **kwargs):
+            kwargs.pop("size", None)
+            return real_call(*args, **kwargs)
+
+    backend.image_processor = Upscaling()
+
+
+def timed_encoder(backend, spent: list):
+    real = backend._encode
+
+    def encode(*args, **kwargs):
+        start, cpu = time.perf_counter(), time.process_time()
+        out = real(*args, **kwargs)
+        spent.append((time.perf_counter() - start, time.process_time() - cpu))
+        return out
+
+    backend._encode = encode
+
+
+def measure(backend, page, all_tiles, keep: float, tokens: int, prep_only: bool = False) -> dict:
+    kept = [s.tile for s in relevance.select(relevance.score(QUESTION, all_tiles), keep)]
+    view = PageView(page, tiles.overview(page, max_px=backend.tile_px), sorted(kept, key=lambda t: t.index))
+    # The default prompt's text, without its "stop: newline" (a random model may write a line
+    # break at once): every question decodes exactly ``tokens`` tokens.
+    template = prompts.render(prompts.load("default"), "{question}")
+    backend._overview_features.clear()  # the page's first question: its overview is encoded too
+    vision: list = []
+    timed_encoder(backend, vision)
+    start, cpu = time.perf_counter(), time.process_time()
+    inputs = backend._preprocess(QUESTION, [view], template)
+    prep = (time.perf_counter() - start, time.process_time() - cpu)
+    if prep_only:
+        del backend._encode
+        return {"tiles": len(kept), "images": inputs["images_encoded"], "image_tokens": inputs["image_tokens"],
+                "prep": prep, "vision": (0.0, 0.0), "lm": (0.0, 0.0)}
+    start, cpu = time.perf_counter(), time.process_time()
+    backend.forward(inputs, tokens)
+    forward = (time.perf_counter() - start, time.process_time() - cpu)
+    del backend._encode
+    v = (sum(w for w, _ in vision), sum(c for _, c in vision))
+    return {"tiles": len(kept), "images": inputs["images_encoded"], "image_tokens": inputs["image_tokens"],
+            "prep": prep, "vision": v, "lm": (forward[0] - v[0], forward[1] - v[1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keeps", type=float, nargs="+", default=[1.0, 0.5, 0.25])
+    ap.add_argument("--tokens", type=int, default=16, help="new tokens per question (forced)")
+    ap.add_argument("--variants", nargs="+", default=["before", "float32", "auto"],
+                    choices=["before", "float32", "auto"])
+    ap.add_argument("--folder", default=None, help="reuse a model folder built by an earlier run")
+    ap.add_argument("--prep-only", action="store_true", help="time the preprocessing only (no forward)")
+    args = ap.parse_args()
+    if models_dir() is None:
+        sys.exit(skip_reason())
+    import torch
+
+    folder = Path(args.folder) if args.folder else None
+    if folder is None or not (folder / "model.safetensors").exists():
+        folder = folder or Path(tempfile.mkdtemp()) / NAME
+        start = time.perf_counter()
+        build(NAME, folder, small=False)
+        print(f"built {folder} (real size, random weights) in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    page = documents.load(str(ROOT / "sample_docs" / "invoice.pdf"))[0]
+    print(f"load: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f} (1, 5, 15 min); "
+          f"{os.cpu_count()} CPUs; torch threads {torch.get_num_threads()}; auto dtype here: "
+          f"{str(resolve_dtype('auto', 'cpu')).replace('torch.', '')}")
+    rows = []
+    for variant in args.variants:
+        dtype = "auto" if variant == "auto" else "float32"
+        backend = load_backend(str(folder), device="cpu", quant="none", dtype=dtype, say=lambda line: None)
+        backend.min_new_tokens = args.tokens
+        if variant == "before":
+            old_preprocessing(backend)
+        all_tiles = tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)
+        for keep in args.keeps:
+            m = measure(backend, page, all_tiles, keep, args.tokens, args.prep_only)
+            rows.append((variant, keep, m))
+            cols = "  ".join(f"{k} {m[k][0]:6.1f} / {m[k][1]:6.1f}" for k in ("prep", "vision", "lm"))
+            total = [m["prep"][i] + m["vision"][i] + m["lm"][i] for i in (0, 1)]
+            print(f"{variant:8s} keep {keep:4.2f}: {m['tiles']:2d} tiles + overview, {m['image_tokens']:4d} image "
+                  f"tokens | wall / CPU s: {cols}  total {total[0]:6.1f} / {total[1]:6.1f}", flush=True)
+        del backend
+    print(f"load after: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
+    first = {keep: m for v, keep, m in rows if v == args.variants[0]}
+    for variant, keep, m in rows:
+        if variant != args.variants[0]:
+            base = first[keep]
+            for i, kind in ((0, "wall"), (1, "CPU")):
+                b = base["prep"][i] + base["vision"][i] + base["lm"][i]
+                t = m["prep"][i] + m["vision"][i] + m["lm"][i]
+                print(f"keep {keep:4.2f}: {variant} takes {b / t:.2f}x less {kind} time than {args.variants[0]}")
+
+
+if __name__ == "__main__":
+    main()
