@@ -121,6 +121,10 @@ _READ = {
                                   "languages (docq doctor shows what is installed).")),
     "ocr_lang": (("--ocr-lang",), dict(default=opt.ReadOptions.ocr_lang, show_default=True,
                                        help="OCR language(s), tesseract codes, e.g. eng+deu (--ocr tesseract).")),
+    "doc_timeout": (("--doc-timeout",), dict(type=click.FloatRange(0), default=opt.ReadOptions.doc_timeout,
+                                             show_default=True, metavar="SECONDS",
+                                             help="Give a document up (an error record) when reading it finishes "
+                                                  "no page for this long; 0: no limit.")),
 }
 
 _MODEL = {
@@ -276,6 +280,14 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
+<<<<<<< HEAD
+    if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
+        from docvqa_cli.reader import TimedLoader
+
+        with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
+            return loader(doc)
+    return documents.load(doc, data=data, **document_keywords(read))
+=======
     show = progress or Progress(opt.ShowOptions(quiet=True))
     started = time.perf_counter()
     show.status(f"{doc}: opening")
@@ -301,6 +313,7 @@ def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress,
     backend, scorer = pipeline.open_backend(model, visual, **options)
     progress.done(f"loaded {backend.name} on {backend.device} in {time.perf_counter() - started:.1f} s")
     return backend, scorer
+>>>>>>> main
 
 
 def document_keywords(read: opt.ReadOptions) -> dict:
