@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
@@ -110,26 +111,64 @@ _RUPEE_SIGN = re.compile(r"(?<![^\W\d_])Rs\.?(?=\s?[-\d])")
 _INDIA = re.compile(r"(?<![^\W\d_])(India|GSTIN)(?![^\W\d_])")
 
 
-def document_facts(pages: Sequence) -> DocumentFacts:
-    """Read from every line of ``pages`` (``values`` caches each line's reading)."""
+@dataclass(frozen=True)
+class _PageFacts:
+    dates: tuple  # values.Date, every date printed on the page
+    codes: frozenset  # ISO currencies the page names
+    rupee: bool  # prints the sign "Rs" before a number
+    india: bool  # names India or a GSTIN
+
+
+_PAGE_CACHE: dict[int, tuple] = {}  # id(page) -> (weak reference to the page, its facts)
+
+
+def _names_currency(text: str, m: re.Match) -> bool:
+    """Whether a code printed apart from any amount names the currency: alone on its line (a
+    column header), in parentheses ("TOTAL (RM):"), before a colon, or after "in" or
+    "currency" ("Amounts in EUR"). "SDN BHD" (a company form) and "try" are no currency."""
+    before, after = text[:m.start()].rstrip(), text[m.end():].lstrip()
+    return (not before and not after) or (before.endswith("(") and after.startswith(")")) \
+        or after.startswith(":") or bool(re.search(r"(?:\bin|currency\W*)$", before, re.IGNORECASE))
+
+
+def _page_facts(page) -> _PageFacts:
+    hit = _PAGE_CACHE.get(id(page))
+    if hit is not None and hit[0]() is page:
+        return hit[1]
     dates, codes, texts = [], set(), []
-    for page in pages:
-        for line in values.group_lines(page.words):
-            texts.append(line.text)
-            for m in _NAMED.finditer(line.text):
-                codes.add(_NAMED_CODES[re.sub(r"\s+", " ", m.group(1).lower())])
-            for f in values.find_values(line.text):
-                if f.kind == "date":
-                    dates.append(f.value)
-                elif f.kind == "amount" and f.value.currency:
-                    codes.add(f.value.currency)
-            for m in values.CURRENCY_RE.finditer(line.text):
-                code = values.CURRENCIES.get(m.group().casefold())
-                if code and (m.group().isupper() or not m.group().isalpha()):  # "EUR", "€"; not "try"
-                    codes.add(code)
+    for line in values.group_lines(page.words):
+        texts.append(line.text)
+        for m in _NAMED.finditer(line.text):
+            codes.add(_NAMED_CODES[re.sub(r"\s+", " ", m.group(1).lower())])
+        for f in values.find_values(line.text):
+            if f.kind == "date":
+                dates.append(f.value)
+            elif f.kind == "amount" and f.value.currency:
+                codes.add(f.value.currency)
+        for m in values.CURRENCY_RE.finditer(line.text):
+            code = values.CURRENCIES.get(m.group().casefold())
+            if code and (not m.group().isalpha() or (m.group().isupper() and _names_currency(line.text, m))):
+                codes.add(code)
     text = "\n".join(texts)
-    if not codes and _RUPEE_SIGN.search(text) and _INDIA.search(text):
+    facts = _PageFacts(tuple(dates), frozenset(codes), bool(_RUPEE_SIGN.search(text)), bool(_INDIA.search(text)))
+    try:
+        ref = weakref.ref(page)
+    except TypeError:  # not weakly referenceable: not cached
+        return facts
+    if len(_PAGE_CACHE) > 4096:
+        _PAGE_CACHE.clear()
+    _PAGE_CACHE[id(page)] = (ref, facts)
+    return facts
+
+
+def document_facts(pages: Sequence) -> DocumentFacts:
+    """Read from every line of ``pages``, once per page (a batch asks many questions of one
+    document)."""
+    per_page = [_page_facts(p) for p in pages]
+    codes = set().union(*(f.codes for f in per_page)) if per_page else set()
+    if not codes and any(f.rupee for f in per_page) and any(f.india for f in per_page):
         codes.add("INR")
+    dates = [d for f in per_page for d in f.dates]
     return DocumentFacts(values.infer_date_order(dates), next(iter(codes)) if len(codes) == 1 else None)
 
 

@@ -145,3 +145,22 @@ def test_a_batch_does_not_resume_a_csv_of_other_columns_but_export_reads_it(tmp_
     new = tmp_path / "new.csv"
     new.write_bytes((GOLDEN / "batch.csv").read_bytes())
     batch.Output(str(new), formats.get("csv")).close()  # today's columns: resumed
+
+
+def test_checks_compare_dates_and_sums_and_say_missing():
+    from docvqa_cli import checks
+    from docvqa_cli.batch.questions import CheckEntry
+
+    sums, past = checks.compile_checks([CheckEntry("sums", "total = subtotal + tax - 5", "0.005", 3),
+                                        CheckEntry("past", "date <= today", None, 4)],
+                                       ["total", "subtotal", "tax", "date"], "f.jsonl")
+    assert sums.flag({"total": "95.00", "subtotal": "80", "tax": 20}) == "ok"
+    assert sums.flag({"total": "95.01", "subtotal": "80", "tax": 20}) == "failed"  # outside 0.005
+    assert sums.flag({"total": None, "subtotal": "80", "tax": 20}) == "missing"
+    assert past.flag({"date": "2024-03-18"}) == "ok"
+    assert past.flag({"date": "2999-01-01"}) == "failed"
+
+
+def test_ask_refuses_an_unknown_type():
+    res = CliRunner().invoke(main, ["ask", str(SAMPLES / "invoice.pdf"), "Total?", "--type", "money"])
+    assert res.exit_code == 2 and "money" in res.output

@@ -121,3 +121,14 @@ def test_question_files_give_types_and_an_unknown_type_names_the_line(tmp_path):
     res = CliRunner().invoke(main, ["batch", str(bad), str(SAMPLES / "invoice.pdf")])
     assert res.exit_code == 2
     assert "bad.jsonl:2: unknown type 'money'" in res.output
+
+
+@pytest.mark.parametrize("line, names", [
+    ("ROUND D TOTAL (RM):", True), ("RM", True), ("All amounts in EUR", True), ("Currency: USD", True),
+    ("BOOK TA .K (TAMAN DAYA) SDN BHD", False), ("we try to deliver", False),
+])
+def test_a_code_apart_from_amounts_names_the_currency_only_where_it_says_so(line, names):
+    from docvqa_cli import values
+
+    m = next(values.CURRENCY_RE.finditer(line))
+    assert (m.group().isupper() and typed._names_currency(line, m)) == names
