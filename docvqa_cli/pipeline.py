@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, tiles, typed
 from docvqa_cli.documents import Page
-from docvqa_cli.errors import OOM_RETRY_FACTORS, free_device_memory, is_oom, one_line, oom_gave_up
+from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
@@ -214,7 +214,7 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     prep.own = time.perf_counter() - start
     return prep
 
@@ -240,7 +240,7 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     record.seconds = round(prep.own + model_seconds + time.perf_counter() - start, 3)
     return record
 
@@ -253,12 +253,13 @@ def _attempt(call):
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return None, (one_line(exc), is_oom(exc))
+        kind = kind_of(exc)
+        return None, (one_line(exc), kind is ErrorKind.out_of_memory, kind)
 
 
 def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual,
                   failure=None):
-    """One question on its own: (generation or None, error or None, the prep used); out of
+    """One question on its own: (generation or None, (error, ErrorKind) or None, the prep used); out of
     memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles).
     ``failure``: how its own first attempt failed already, if it did (then not run again)."""
     gen = None
@@ -279,11 +280,11 @@ def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_toke
         failure = again
     if failure is None:
         return gen, None, prep
-    message, oom = failure
+    message, oom, kind = failure
     if oom:
         free_device_memory()
         message = oom_gave_up(message, keep)
-    return None, message, prep
+    return None, (message, kind), prep
 
 
 def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int,
@@ -316,7 +317,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
             out.append(_finish(used, gen, seconds))
             continue
         if error is not None:
-            p.record.error = error
+            p.record.error, p.record.failure = error
         p.record.seconds = round(p.own + seconds, 3)
         out.append(p.record)
     return out
