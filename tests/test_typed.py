@@ -132,3 +132,16 @@ def test_a_code_apart_from_amounts_names_the_currency_only_where_it_says_so(line
 
     m = next(values.CURRENCY_RE.finditer(line))
     assert (m.group().isupper() and typed._names_currency(line, m)) == names
+
+
+@pytest.mark.parametrize("issued, value, note", [
+    ("Rechnungsdatum: 7. Mai 2014", "2014-05-02", "day/month order dmy from the document's language (its month names)"),
+    ("Invoice date: 7 May 2014", None, f"{typed.AMBIGUOUS}: 2014-05-02 or 2014-02-05"),
+])
+def test_the_documents_language_settles_the_order_when_its_dates_do_not(tmp_path, issued, value, note):
+    from conftest import write_invoice_pdf
+
+    pdf = write_invoice_pdf(tmp_path / "x.pdf", lines=[((72, 72), issued, 10), ((72, 100), "Lieferung: 02.05.2014", 10)])
+    t = _typed(pdf, "date", "2014-05-02")
+    assert (t.value, t.note) == (value, note)
+    assert _typed(pdf, "date", "2014-05-02", date_order="mdy").value == "2014-02-05"  # the user's flag first
