@@ -145,3 +145,26 @@ def test_the_documents_language_settles_the_order_when_its_dates_do_not(tmp_path
     t = _typed(pdf, "date", "2014-05-02")
     assert (t.value, t.note) == (value, note)
     assert _typed(pdf, "date", "2014-05-02", date_order="mdy").value == "2014-02-05"  # the user's flag first
+
+
+def test_types_reach_the_records_through_ask_and_batch(tmp_path):
+    """A real (tiny, random-weight) model answers: the records carry the type the user gave
+    (``ask --type``, the question file's ``type``) or the one read from the question."""
+    from _tiny_models import build_idefics3
+
+    model = build_idefics3(tmp_path / "tiny", seed=0)
+    args = ["--model", str(model), "--device", "cpu", "--max-new-tokens", "4"]
+    doc = str(SAMPLES / "invoice.pdf")
+    res = CliRunner().invoke(main, ["ask", doc, "What is the total amount?", "Who is the seller?", "--type", "id",
+                                    "--date-order", "dmy", *args])
+    assert res.exit_code in (0, 1), res.output
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["type"] for r in recs] == ["id", "id"]
+    assert list(recs[0])[-5:] == ["type", "value", "currency", "value_source", "value_note"]
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"id": "who", "question": "Who is the seller?", "type": "date"}\n'
+                     '{"id": "total", "question": "What is the total amount?"}\n')
+    res = CliRunner().invoke(main, ["batch", str(qfile), doc, "--jobs", "0", "-q", *args])
+    assert res.exit_code in (0, 1), res.output
+    assert {r["question_id"]: r["type"] for r in map(json.loads, res.stdout.splitlines())} == \
+        {"who": "date", "total": "amount"}
