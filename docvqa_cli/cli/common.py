@@ -280,22 +280,20 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
-<<<<<<< HEAD
+    show = progress or Progress(opt.ShowOptions(quiet=True))
+    started = time.perf_counter()
+    show.status(f"{doc}: opening")
     if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
         from docvqa_cli.reader import TimedLoader
 
         with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
-            return loader(doc)
-    return documents.load(doc, data=data, **document_keywords(read))
-=======
-    show = progress or Progress(opt.ShowOptions(quiet=True))
-    started = time.perf_counter()
-    show.status(f"{doc}: opening")
-    pages = []
-    for page in documents.iter_pages(doc, data=data, **document_keywords(read)):
-        pages.append(page)
-        how = "OCR" if page.source.startswith("ocr") else "text layer" if page.source == "text" else "no text"
-        show.status(f"{doc}: page {page.number} read ({how}); reading on")
+            pages = loader(doc)
+    else:
+        pages = []
+        for page in documents.iter_pages(doc, data=data, **document_keywords(read)):
+            pages.append(page)
+            how = "OCR" if page.source.startswith("ocr") else "text layer" if page.source == "text" else "no text"
+            show.status(f"{doc}: page {page.number} read ({how}); reading on")
     ocred = sum(p.source.startswith("ocr") for p in pages)
     show.done(f"{doc}: read {len(pages)} page{'s' if len(pages) != 1 else ''}"
               f"{f', {ocred} by OCR' if ocred else ''} in {time.perf_counter() - started:.1f} s")
@@ -313,7 +311,6 @@ def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress,
     backend, scorer = pipeline.open_backend(model, visual, **options)
     progress.done(f"loaded {backend.name} on {backend.device} in {time.perf_counter() - started:.1f} s")
     return backend, scorer
->>>>>>> main
 
 
 def document_keywords(read: opt.ReadOptions) -> dict:
