@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from docvqa_cli import records
 from docvqa_cli.batch.questions import Question
+from docvqa_cli.errors import ErrorKind
 
 ERROR_LIMIT = 200  # characters of an exception's message kept in an error record
 
@@ -19,7 +20,9 @@ class AnswerStep(Protocol):
     one record per question out (in any order). ``answer_many``: [(doc, pages, questions)] of
     several documents in, a list of records per document out, in order; used when
     ``batch_size`` > 1, so that questions of consecutive documents share forwards.
-    ``model_name`` is what the error records of the job carry."""
+    ``model_name`` is what the error records of the job carry. A failure is either raised
+    (its type says its kind, ``errors.kind_of``: batch retries out of memory with fewer tiles)
+    or recorded (``error`` and ``failure`` set): a recorded failure is final."""
 
     batch_size: int
     model_name: str | None
@@ -37,8 +40,9 @@ class AnswerStep(Protocol):
 Engine = Callable[[list, float, object], Iterator[tuple[str, Iterable[records.Answer]]]]
 
 
-def failed_record(doc: str, q: Question, message: str, model_name: str | None) -> records.Answer:
-    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
+def failed_record(doc: str, q: Question, message: str, model_name: str | None,
+                  kind: ErrorKind = ErrorKind.other) -> records.Answer:
+    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message, failure=kind)
 
 
 @dataclass
@@ -54,10 +58,13 @@ class Summary:
     tiles_total: int = 0
     interrupted: bool = False
     repaired_bytes: int = 0
+    annotated: int = 0  # annotated copies written (--annotate)
+    annotate_failed: int = 0  # annotated copies that could not be written
 
     @property
     def job_has_errors(self) -> bool:
-        return bool(self.errors or self.skipped_errors)
+        """Records carry an error, or --annotate wrote none of the copies it tried."""
+        return bool(self.errors or self.skipped_errors or (self.annotate_failed and not self.annotated))
 
     def line(self) -> str:
         rate = self.documents_done / self.seconds if self.seconds > 0 else 0.0
@@ -66,6 +73,8 @@ class Summary:
             if self.tiles_total else "tiles encoded 0"
         )
         skipped = f", {self.skipped} already done" if self.skipped else ""
+        if self.annotate_failed:
+            skipped += f", {self.annotate_failed} annotated copies not written"
         return (
             f"batch: {self.answered} answered, {self.errors} errors{skipped}; "
             f"{self.documents_done} of {self.documents} documents in {self.seconds:.1f} s "
@@ -74,17 +83,19 @@ class Summary:
 
 
 def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerStep]:
+                   max_new_tokens: int | None, batch_size: int | None = None, types: dict | None = None,
+                   date_order: str | None = None) -> Callable[[], AnswerStep]:
     """The answer step of ``docq ask`` (a ``pipeline.Answerer``), made on first need: a
     callable that loads the model, so nothing loads when the output already holds every pair.
 
-    ``open_backend()`` loads the model and returns (backend, visual scorer or None)."""
+    ``open_backend()`` loads the model and returns (backend, visual scorer or None); ``types``
+    maps question ids to the types the question file gives, ``date_order`` is --date-order."""
 
     def make() -> AnswerStep:
         from docvqa_cli import pipeline, prompts
 
         template = prompts.load(prompt)  # a bad --prompt fails before the model loads
         backend, visual = open_backend()
-        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size)
+        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size, types, date_order)
 
     return make

@@ -37,6 +37,12 @@ _PATTERNS = [
 ]
 
 
+# Cheap tests before the patterns: each pattern needs them to match (speed only).
+_TWO_DIGITS = re.compile(r"\d\d")
+_FOUR_DIGITS = re.compile(r"\d{4}")
+_NEEDS_FOUR = frozenset({"ymd", "mon_d_y", "mon_y"})
+
+
 def _year(text: str) -> int:
     y = int(text.lstrip("'"))
     if len(text.lstrip("'")) == 2:
@@ -88,7 +94,12 @@ def find_dates(text: str) -> list[tuple[int, int, Date]]:
     """Dates printed in ``text``, as (start, end, Date), left to right, none overlapping
     (a full date wins over a month that is part of it)."""
     found: list[tuple[int, int, Date]] = []
+    if not _TWO_DIGITS.search(text):
+        return found  # every date prints a year of two digits or more
+    four = _FOUR_DIGITS.search(text) is not None
     for kind, pattern in _PATTERNS:
+        if kind in _NEEDS_FOUR and not four:
+            continue
         for m in pattern.finditer(text):
             if any(s < m.end() and m.start() < e for s, e, _ in found):
                 continue
@@ -103,10 +114,14 @@ def find_dates(text: str) -> list[tuple[int, int, Date]]:
 
 _TIME_RE = re.compile(r"(?<![\d:.])(\d{1,2})[:.h](\d{2})(?::(\d{2}))?(?:\s*([ap])\.?\s?m\.?(?![^\W\d_]))?(?![\d:])", re.I)
 
+_TIME_HINT = re.compile(r"\d[:.h]\d\d", re.I)  # what every time holds (a cheap test first)
+
 
 def find_times(text: str) -> list[tuple[int, int, Time]]:
     """Times of day (``11:20``, ``8:05 pm``, ``23:59:59``) as (start, end, Time)."""
     out = []
+    if not _TIME_HINT.search(text):
+        return out
     for m in _TIME_RE.finditer(text):
         if m.group(0)[len(m.group(1))] != ":" and not m.group(4):
             continue  # "11.20" or "11h20" is a time only with am/pm

@@ -21,10 +21,15 @@ _DURATION_RE = re.compile(
     re.IGNORECASE,
 )
 
+# Every duration ends in a unit word: a cheap test before the full pattern.
+_UNIT_HINT = re.compile(r"(?:days?|weeks?|months?|years?|yrs?|mos?)(?![^\W\d_])", re.IGNORECASE)
+
 
 def find_durations(text: str) -> list[tuple[int, int, Duration]]:
     """Durations printed in ``text`` as (start, end, Duration)."""
     out = []
+    if not _UNIT_HINT.search(text):
+        return out
     for m in _DURATION_RE.finditer(text):
         count = None
         if m.group("words"):

@@ -9,6 +9,7 @@ digits, amounts (a number with a currency, or with two decimals), then plain num
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from docvqa_cli.values.dates import find_dates, find_times, parse_date, parse_ti
 from docvqa_cli.values.durations import find_durations, parse_duration
 from docvqa_cli.values.kinds import Amount, Value
 from docvqa_cli.values.numbers import currency_suffix, parse_amount, parse_id, parse_number, parse_percent
-from docvqa_cli.values.vocab import CURRENCY_RE
+from docvqa_cli.values.vocab import CURRENCIES, CURRENCY_RE
 
 KINDS = ("date", "time", "duration", "percent", "amount", "number", "id")
 
@@ -40,10 +41,14 @@ _BODY = r"\d(?:[\d'’\u00a0\u202f]|[.,]\s?(?=\d)|\s(?=[.,]\s?\d))*"
 _CUR = CURRENCY_RE.pattern
 _NUMBER_IN_TEXT = re.compile(r"(?<![\d.,])%s(?![\d]|[.,]\d)" % _BODY)
 _CUR_AFTER = re.compile(r"\s?(?:%s)" % _CUR, re.IGNORECASE)
+# What a currency after a number starts with: a cheap test before the long alternation.
+_CUR_AFTER_START = re.compile(r"\s?[%s]" % re.escape("".join(sorted({c[0] for c in CURRENCIES}))), re.IGNORECASE)
 _PERCENT_IN_TEXT = re.compile(r"(?<![\w.,])[%s+]?%s\s*(?:%%|per\s?cent(?![^\W\d_])|pct(?![^\W\d_]))" % (_MINUS, _BODY),
                               re.IGNORECASE)
 _ID_IN_TEXT = re.compile(r"(?<![\w/.-])#?[^\W_][\w/.-]*[^\W_](?![\w/-])")
 _ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th|er|e|o)$", re.IGNORECASE)
+_PERCENT_HINT = re.compile(r"%|per\s?cent|pct", re.IGNORECASE)  # what every percentage holds
+_DIGIT_MARK_DIGIT = re.compile(r"\d[/-]\d")
 _CENTS = re.compile(r"\d\s?[.,]\s?\d{2}(?!\d)")
 
 
@@ -59,19 +64,24 @@ def _find_values(text: str) -> tuple[Found, ...]:
     def free(a: int, b: int) -> bool:
         return all(f.end <= a or f.start >= b for f in found)
 
+    if not any(map(str.isdigit, text)):
+        # no digit: no date, time, percentage, id or number; a duration in words only
+        return tuple(Found(a, b, v) for a, b, v in find_durations(text))
     for finder in (find_dates, find_times, find_durations):
         for a, b, v in finder(text):
             if free(a, b):
                 found.append(Found(a, b, v))
-    for m in _PERCENT_IN_TEXT.finditer(text):
-        v = parse_percent(m.group())
-        if v and free(*m.span()):
-            found.append(Found(m.start(), m.end(), v))
+    if _PERCENT_HINT.search(text):
+        for m in _PERCENT_IN_TEXT.finditer(text):
+            v = parse_percent(m.group())
+            if v and free(*m.span()):
+                found.append(Found(m.start(), m.end(), v))
     for m in _ID_IN_TEXT.finditer(text):
         tok = m.group()
-        mixed = any(ch.isalpha() for ch in tok) or re.search(r"\d[/-]\d", tok)
-        if (any(ch.isdigit() for ch in tok) and mixed and not _ORDINAL.match(tok)
-                and parse_amount(tok) is None and free(*m.span())):
+        if not any(map(str.isdigit, tok)):
+            continue
+        mixed = any(map(str.isalpha, tok)) or _DIGIT_MARK_DIGIT.search(tok)
+        if mixed and not _ORDINAL.match(tok) and free(*m.span()) and parse_amount(tok) is None:
             v = parse_id(tok)
             if v:
                 found.append(Found(m.start(), m.end(), v))
@@ -82,7 +92,10 @@ def _find_values(text: str) -> tuple[Found, ...]:
             v = parse_number(m.group()) if free(a, b) else None
         if v is not None:
             found.append(Found(a, b, v))
-    return tuple(sorted(found, key=lambda f: f.start))
+    return tuple(sorted(found, key=_START))
+
+
+_START = operator.attrgetter("start")
 
 
 def _number_at(text: str, a: int, b: int) -> tuple[Value | None, int, int]:
@@ -102,7 +115,7 @@ def _number_at(text: str, a: int, b: int) -> tuple[Value | None, int, int]:
     elif text[end:end + 1] in _MINUS and not text[end + 1:end + 2].isalnum() and text[start - 1:start] != "(":
         end += 1
     if not cur:
-        m = _CUR_AFTER.match(text, end)
+        m = _CUR_AFTER.match(text, end) if _CUR_AFTER_START.match(text, end) else None
         if m:
             end, cur = m.end(), True
     if not (cur or _CENTS.search(body)):

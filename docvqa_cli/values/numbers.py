@@ -8,6 +8,7 @@ parentheses or a trailing minus make it negative (``-11.80``, ``(11.80)``, ``11.
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 
@@ -20,17 +21,23 @@ _MINUS = "-−–"
 _NUMBER_RE = re.compile(r"^([%s+]?)\s*(\(?)\s*(%s)\s*(\)?)\s*([%s]?)$" % (_MINUS, NUMBER_BODY, _MINUS))
 
 
+_SPACE_RUN = re.compile("[%s]+" % _SPACES)
+_NOT_DIGIT = re.compile(r"[^\d]")
+_MARK_SPACES = re.compile(r" ?([.,'’]) ?")
+
+
+@functools.lru_cache(maxsize=16384)
 def number_readings(body: str) -> tuple[Decimal, ...]:
     """The values a printed number (digits and marks, no sign) may have, likeliest first."""
-    body = re.sub("[%s]+" % _SPACES, " ", body.strip())
+    body = _SPACE_RUN.sub(" ", body.strip())
     if not body or not body[0].isdigit() or not body[-1].isdigit():
         return ()
-    if not re.search(r"[^\d]", body):
+    if not _NOT_DIGIT.search(body):
         return (Decimal(body),)
     # Spaces next to a dot or comma are OCR noise ("11. 80"); other spaces group thousands.
-    compact = re.sub(r" ?([.,'’]) ?", r"\1", body)
+    compact = _MARK_SPACES.sub(r"\1", body)
     marks = [ch for ch in compact if not ch.isdigit()]
-    groups = re.split(r"[^\d]", compact)
+    groups = _NOT_DIGIT.split(compact)
     if any(not g for g in groups):
         return ()
     last, tail = marks[-1], groups[-1]
@@ -67,6 +74,7 @@ def _signed(sign: str, lpar: str, rpar: str, trail: str, readings: tuple[Decimal
     return tuple(-r if negative else r for r in readings)
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_number(text: str) -> Number | None:
     """A text that is one number (sign and marks allowed, no currency), else None."""
     m = _NUMBER_RE.match(text.strip())
@@ -131,6 +139,7 @@ def _strip_currency(s: str) -> tuple[str, str | None]:
         return s, symbol
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_amount(text: str) -> Amount | None:
     """A text that is one amount: a number with an optional currency sign or ISO code before
     or after it (``"KES 1,250.00"``, ``"1.250,00 €"``, ``"₹1,23,456.00"``, ``"-RM 11.80"``)."""
@@ -153,6 +162,7 @@ def parse_amount(text: str) -> Amount | None:
 _PERCENT_RE = re.compile(r"^([%s+]?\s*%s)\s*(?:%%|per\s?cent|pct\.?)$" % (_MINUS, NUMBER_BODY), re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_percent(text: str) -> Percent | None:
     """``"15%"``, ``"7,5 %"``, ``"15 percent"`` -> Percent(15), Percent(7.5)."""
     m = _PERCENT_RE.match(text.strip())
@@ -170,6 +180,7 @@ _ID_LABEL = re.compile(r"^(?:#|no\.?|nr\.?|n[°º]|num(?:ber)?\.?)\s*:?\s*", re.
 _ID_RE = re.compile(r"^[^\W_](?:[\w./\\-]*[^\W_])?$")
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_id(text: str) -> Id | None:
     """An identifier: one token with at least one digit (``"INV-0012"``, ``"#4521"``,
     ``"No. 2017/88"``); a leading label (``#``, ``No.``) and edge punctuation are not part of it."""
