@@ -12,6 +12,9 @@ page's overview, the overview not cached), with ``--tokens`` new tokens forced:
   forward);
 - ``lm``: the rest of the forward (prefill and decoding of the language model).
 
+Each as wall seconds and CPU seconds of the process (all its threads): on a shared machine
+the wall time grows with the other jobs, the CPU time much less.
+
 Variants, side by side in one run:
 
 - ``before``: float32 and the image processor called as docq did before (each 512 px tile
@@ -66,15 +69,15 @@ def timed_encoder(backend, spent: list):
     real = backend._encode
 
     def encode(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = real(*args, **kwargs)
-        spent.append(time.perf_counter() - start)
+        spent.append((time.perf_counter() - start, time.process_time() - cpu))
         return out
 
     backend._encode = encode
 
 
-def measure(backend, page, all_tiles, keep: float, tokens: int) -> dict:
+def measure(backend, page, all_tiles, keep: float, tokens: int, prep_only: bool = False) -> dict:
     kept = [s.tile for s in relevance.select(relevance.score(QUESTION, all_tiles), keep)]
     view = PageView(page, tiles.overview(page, max_px=backend.tile_px), sorted(kept, key=lambda t: t.index))
     # The default prompt's text, without its "stop: newline" (a random model may write a line
@@ -83,15 +86,20 @@ def measure(backend, page, all_tiles, keep: float, tokens: int) -> dict:
     backend._overview_features.clear()  # the page's first question: its overview is encoded too
     vision: list = []
     timed_encoder(backend, vision)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     inputs = backend._preprocess(QUESTION, [view], template)
-    prep = time.perf_counter() - start
-    start = time.perf_counter()
+    prep = (time.perf_counter() - start, time.process_time() - cpu)
+    if prep_only:
+        del backend._encode
+        return {"tiles": len(kept), "images": inputs["images_encoded"], "image_tokens": inputs["image_tokens"],
+                "prep": prep, "vision": (0.0, 0.0), "lm": (0.0, 0.0)}
+    start, cpu = time.perf_counter(), time.process_time()
     backend.forward(inputs, tokens)
-    forward = time.perf_counter() - start
+    forward = (time.perf_counter() - start, time.process_time() - cpu)
     del backend._encode
+    v = (sum(w for w, _ in vision), sum(c for _, c in vision))
     return {"tiles": len(kept), "images": inputs["images_encoded"], "image_tokens": inputs["image_tokens"],
-            "prep": prep, "vision": sum(vision), "lm": forward - sum(vision)}
+            "prep": prep, "vision": v, "lm": (forward[0] - v[0], forward[1] - v[1])}
 
 
 def main() -> None:
@@ -101,6 +109,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["before", "float32", "auto"],
                     choices=["before", "float32", "auto"])
     ap.add_argument("--folder", default=None, help="reuse a model folder built by an earlier run")
+    ap.add_argument("--prep-only", action="store_true", help="time the preprocessing only (no forward)")
     args = ap.parse_args()
     if models_dir() is None:
         sys.exit(skip_reason())
@@ -125,20 +134,22 @@ def main() -> None:
             old_preprocessing(backend)
         all_tiles = tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)
         for keep in args.keeps:
-            m = measure(backend, page, all_tiles, keep, args.tokens)
+            m = measure(backend, page, all_tiles, keep, args.tokens, args.prep_only)
             rows.append((variant, keep, m))
-            total = m["prep"] + m["vision"] + m["lm"]
+            cols = "  ".join(f"{k} {m[k][0]:6.1f} / {m[k][1]:6.1f}" for k in ("prep", "vision", "lm"))
+            total = [m["prep"][i] + m["vision"][i] + m["lm"][i] for i in (0, 1)]
             print(f"{variant:8s} keep {keep:4.2f}: {m['tiles']:2d} tiles + overview, {m['image_tokens']:4d} image "
-                  f"tokens | prep {m['prep']:6.2f} s  vision {m['vision']:6.2f} s  lm {m['lm']:6.2f} s  "
-                  f"total {total:6.2f} s", flush=True)
+                  f"tokens | wall / CPU s: {cols}  total {total[0]:6.1f} / {total[1]:6.1f}", flush=True)
         del backend
     print(f"load after: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
     first = {keep: m for v, keep, m in rows if v == args.variants[0]}
     for variant, keep, m in rows:
         if variant != args.variants[0]:
             base = first[keep]
-            b, t = base["prep"] + base["vision"] + base["lm"], m["prep"] + m["vision"] + m["lm"]
-            print(f"keep {keep:4.2f}: {variant} is {b / t:.2f}x faster than {args.variants[0]}")
+            for i, kind in ((0, "wall"), (1, "CPU")):
+                b = base["prep"][i] + base["vision"][i] + base["lm"][i]
+                t = m["prep"][i] + m["vision"][i] + m["lm"][i]
+                print(f"keep {keep:4.2f}: {variant} takes {b / t:.2f}x less {kind} time than {args.variants[0]}")
 
 
 if __name__ == "__main__":

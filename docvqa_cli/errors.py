@@ -6,7 +6,8 @@ Every exception says what went wrong and, where it can, what the user should do.
 
 from __future__ import annotations
 
-from enum import IntEnum
+import sys
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -53,6 +54,34 @@ class EnvironmentProblem(DocqError):
     exit_code = ExitCode.environment
 
 
+class ErrorKind(Enum):
+    """What kind of failure an exception is, carried with it (and with the error record it
+    becomes, ``records.Answer.failure``) to where it is handled: batch retries
+    ``out_of_memory`` with fewer tiles, stops on ``environment`` and ``usage``, and records
+    the rest."""
+
+    out_of_memory = "out of memory"  # torch's OutOfMemoryError (CUDA), MemoryError
+    bad_document = "bad document"  # InputError: this document cannot be read
+    environment = "environment"  # EnvironmentProblem: this machine lacks something
+    usage = "usage"  # UsageError: an option or argument is wrong
+    other = "other"  # anything else: a record with the error, the job goes on
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The kind of ``exc``, by its type (never by its text)."""
+    if isinstance(exc, MemoryError):
+        return ErrorKind.out_of_memory
+    torch = sys.modules.get("torch")  # only loaded when a model is: then its OOM type exists
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return ErrorKind.out_of_memory
+    for kind, cls in ((ErrorKind.bad_document, InputError), (ErrorKind.environment, EnvironmentProblem),
+                      (ErrorKind.usage, UsageError)):
+        if isinstance(exc, cls):
+            return kind
+    return ErrorKind.other
+
+
 def one_line(exc: BaseException, limit: int | None = None) -> str:
     """``Type: first line of the message`` (cut to ``limit`` characters), for error records."""
     lines = str(exc).strip().splitlines()
@@ -64,12 +93,6 @@ def one_line(exc: BaseException, limit: int | None = None) -> str:
 
 OOM_RETRY_FACTORS = (0.5, 0.25)  # of --keep: the tiles a question retries with after running out of memory
 OOM_GAVE_UP = "out of memory, also with fewer tiles"  # starts the record of a question that still ran out
-
-
-def is_oom(error) -> bool:
-    """Whether an exception, or an error record's text, is running out of (GPU) memory."""
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return "OutOfMemoryError" in text or "out of memory" in text.lower()
 
 
 def oom_gave_up(message: str, keep: float) -> str:

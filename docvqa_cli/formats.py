@@ -162,6 +162,9 @@ def _csv_line(cells: list) -> str:
     return buf.getvalue()
 
 
+csv_line = _csv_line  # one CSV row as text (``export``'s wide table writes rows the same way)
+
+
 class Csv(Format):
     """RFC 4180 CSV with a header row; ``csv_raw=True`` turns off the formula guard,
     ``csv_bom=True`` puts a UTF-8 byte-order mark before the header."""

@@ -30,6 +30,8 @@ DECODES = ("auto", "plain", "static")
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
+TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
+DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
 
 # --- output: the formats and their names are docvqa_cli.formats' -----------------------------
 
@@ -67,6 +69,7 @@ class AnswerOptions:
     max_new_tokens: int | None = None  # None: the prompt's own, else prompts.DEFAULT_MAX_NEW_TOKENS
     visual: bool | None = None  # None: on with --tie, off otherwise
     batch_size: int | None = None  # None: what the device affords
+    date_order: str | None = None  # None: an ambiguous date the document does not settle stays null
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from docvqa_cli import grounding, relevance, tiles
+from docvqa_cli import grounding, relevance, tiles, typed
 from docvqa_cli.documents import Page
-from docvqa_cli.errors import OOM_RETRY_FACTORS, free_device_memory, is_oom, one_line, oom_gave_up
+from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
 from docvqa_cli.records import Answer, boxes_of
 from docvqa_cli.tiles import Tile
@@ -51,6 +51,8 @@ class Job:
     question: str
     tiles: list[Tile] | None = None  # document_tiles(pages, backend); computed if None
     overviews: dict = field(default_factory=dict)  # page number -> overview image (filled as needed)
+    kind: str | None = None  # the question's type (typed.TYPES); None: inferred from the question
+    date_order: str | None = None  # --date-order: how an ambiguous date reads when the document does not say
 
 
 def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
@@ -105,15 +107,18 @@ class Answerer:
     max_new_tokens: int
     batch_size: int = 1
     visual: object = None  # the backend's visual relevance scorer, or None
+    types: dict | None = None  # question id -> its type (typed.TYPES); a question not in it: inferred
+    date_order: str | None = None  # --date-order for dates the document does not settle
 
     @classmethod
     def build(cls, backend: Backend, prompt: str | None = None, max_new_tokens: int | None = None,
-              visual=None, batch_size: int | None = None) -> "Answerer":
+              visual=None, batch_size: int | None = None, types: dict | None = None,
+              date_order: str | None = None) -> "Answerer":
         from docvqa_cli import prompts
 
         template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
         tokens = prompts.max_new_tokens(template, max_new_tokens)
-        return cls(backend, template, tokens, batch_size_for(backend, tokens, batch_size), visual)
+        return cls(backend, template, tokens, batch_size_for(backend, tokens, batch_size), visual, types, date_order)
 
     @property
     def model_name(self) -> str:
@@ -124,7 +129,7 @@ class Answerer:
         """One record per (question_id, question) about one document, in order."""
         return answer_questions(pages, questions, self.backend, keep=keep, prompt=self.template,
                                 max_new_tokens=self.max_new_tokens, doc=doc, visual=self.visual,
-                                batch_size=self.batch_size)
+                                batch_size=self.batch_size, types=self.types, date_order=self.date_order)
 
     def answer_many(self, items: list[tuple[str, list[Page], list[tuple[str, str]]]],
                     keep: float = DEFAULT_KEEP) -> list[list[Answer]]:
@@ -133,7 +138,8 @@ class Answerer:
         jobs = []
         for doc, pages, questions in items:
             tiles_, overviews = document_tiles(pages, self.backend), {}
-            jobs += [Job(doc, pages, str(qid), q, tiles_, overviews) for qid, q in questions]
+            jobs += [Job(doc, pages, str(qid), q, tiles_, overviews, (self.types or {}).get(str(qid)),
+                         self.date_order) for qid, q in questions]
         out: dict[int, list[Answer]] = {id(pages): [] for _, pages, _ in items}
         for job, record in zip(jobs, answer_pairs(jobs, self.backend, keep=keep, prompt=self.template,
                                                   max_new_tokens=self.max_new_tokens, visual=self.visual,
@@ -165,15 +171,20 @@ def answer_questions(
     doc: str | None = None,
     visual=None,
     batch_size: int | None = None,
+    types: dict | None = None,
+    date_order: str | None = None,
 ) -> Iterator[Answer]:
     """One record per (question_id, question), in order. ``prompt`` is a template text
     (``prompts.load``); ``doc`` is the path as the user gave it (default: the pages' doc);
     ``visual`` is the backend's visual relevance scorer for ``relevance.score``, if any;
-    ``batch_size`` questions are answered in one forward (None: 1)."""
+    ``batch_size`` questions are answered in one forward (None: 1); ``types`` maps a question
+    id to its type (others: ``typed.infer_type``), ``date_order`` is ``--date-order``."""
     doc = doc if doc is not None else (pages[0].doc if pages else "")
     shared_tiles = document_tiles(pages, backend)
     overviews: dict[int, object] = {}
-    jobs = (Job(doc, pages, str(qid), question, shared_tiles, overviews) for qid, question in questions)
+    types = types or {}
+    jobs = (Job(doc, pages, str(qid), question, shared_tiles, overviews, types.get(str(qid)), date_order)
+            for qid, question in questions)
     yield from answer_pairs(jobs, backend, keep=keep, prompt=prompt, max_new_tokens=max_new_tokens,
                             visual=visual, batch_size=batch_size)
 
@@ -194,6 +205,7 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
         job.tiles = document_tiles(job.pages, backend)
     record = Answer(doc=job.doc, question_id=str(job.question_id), question=job.question,
                     tiles_total=len(job.tiles), model=backend.name)
+    record.type = job.kind or typed.infer_type(job.question)
     prep = _Prepared(job, record, start)
     try:
         scores = relevance.score(job.question, job.tiles, visual=visual)
@@ -202,7 +214,7 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     prep.own = time.perf_counter() - start
     return prep
 
@@ -218,10 +230,11 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
         record.page = match.page if match else (views[0].page.number if len(views) == 1 else None)
         record.boxes = boxes_of(match)
         record.tiles_kept = len(prep.kept)
+        record.set_typed(typed.read_typed(record.type, generation.text, match, prep.job.pages, prep.job.date_order))
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        record.error = one_line(exc)
+        record.error, record.failure = one_line(exc), kind_of(exc)
     record.seconds = round(prep.own + model_seconds + time.perf_counter() - start, 3)
     return record
 
@@ -234,12 +247,13 @@ def _attempt(call):
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return None, (one_line(exc), is_oom(exc))
+        kind = kind_of(exc)
+        return None, (one_line(exc), kind is ErrorKind.out_of_memory, kind)
 
 
 def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_tokens: int, keep: float, visual,
                   failure=None):
-    """One question on its own: (generation or None, error or None, the prep used); out of
+    """One question on its own: (generation or None, (error, ErrorKind) or None, the prep used); out of
     memory, retried with ``OOM_RETRY_FACTORS`` of ``keep`` (a new selection of fewer tiles).
     ``failure``: how its own first attempt failed already, if it did (then not run again)."""
     gen = None
@@ -260,11 +274,11 @@ def _answer_alone(prep: _Prepared, backend: Backend, template: str, max_new_toke
         failure = again
     if failure is None:
         return gen, None, prep
-    message, oom = failure
+    message, oom, kind = failure
     if oom:
         free_device_memory()
         message = oom_gave_up(message, keep)
-    return None, message, prep
+    return None, (message, kind), prep
 
 
 def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_new_tokens: int,
@@ -297,7 +311,7 @@ def _answer_group(group: list[_Prepared], backend: Backend, template: str, max_n
             out.append(_finish(used, gen, seconds))
             continue
         if error is not None:
-            p.record.error = error
+            p.record.error, p.record.failure = error
         p.record.seconds = round(p.own + seconds, 3)
         out.append(p.record)
     return out

@@ -10,6 +10,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from docvqa_cli.errors import ErrorKind
+
 
 @dataclass
 class Answer:
@@ -27,9 +29,26 @@ class Answer:
     model: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    # Typed answers (``typed``): the question's type, the normalised value read from the page
+    # (else from the answer), its ISO currency, where it was read, and why it is null.
+    type: str | None = None
+    value: Any = None
+    currency: str | None = None
+    value_source: str | None = None
+    value_note: str | None = None
+
+    # Not part of the record (never written): the kind of failure behind ``error``, for the
+    # code that handles it (batch retries ``ErrorKind.out_of_memory``), instead of its text.
+    failure: ErrorKind | None = field(default=None, compare=False, repr=False, metadata={"written": False})
+
+    def set_typed(self, t) -> None:
+        """Copy a ``typed.Typed`` into the record's typed keys."""
+        self.type, self.value, self.currency, self.value_source, self.value_note = (
+            t.type, t.value, t.currency, t.source, t.note)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's keys (``KEYS``), in order."""
+        return {k: v for k, v in asdict(self).items() if k in KEYS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Answer":
@@ -56,7 +75,7 @@ def check_output(path: str, flag: str, inputs=()) -> None:
         raise UsageError(f"{flag} {path}: cannot write in {os.path.dirname(path) or folder}")
 
 
-KEYS = tuple(f.name for f in fields(Answer))
+KEYS = tuple(f.name for f in fields(Answer) if f.metadata.get("written", True))
 
 
 def boxes_of(match) -> list[dict[str, Any]]:

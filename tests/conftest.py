@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_docs"
-DEV_DATA = (ROOT.parent / "shared" / "data" / "dev").resolve()
+DEV_DATA = Path(os.environ.get("DOCQ_DEV_DATA") or ROOT.parent / "shared" / "data" / "dev").resolve()  # a worktree: set it
 
 INVOICE_LINES = [
     ((72, 72), "ACME Supplies Ltd", 18),

@@ -287,11 +287,11 @@ def test_a_question_file_that_gained_a_question_and_csv_resume(tmp_path):
     assert open(out, encoding="utf-8").read().count("doc,question_id") == 1  # one header
 
 
-class FakeOOM(RuntimeError):
-    """Stands for torch.cuda.OutOfMemoryError (same name) without a GPU."""
+def cuda_oom(message: str) -> BaseException:
+    """torch's own CUDA out-of-memory error (made without a GPU): batch knows it by its type."""
+    import torch
 
-
-FakeOOM.__name__ = "OutOfMemoryError"
+    return torch.OutOfMemoryError(message)
 
 
 def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path):
@@ -302,7 +302,7 @@ def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path)
         for qid, text in questions:
             keeps.append(keep)
             if keep > 0.25 and qid == "q1":
-                raise FakeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+                raise cuda_oom("CUDA out of memory. Tried to allocate 2.00 GiB")
             yield from stand_in_answer(pages, [(qid, text)], keep)
 
     out = tmp_path / "out.jsonl"
@@ -313,7 +313,7 @@ def test_out_of_memory_retries_with_fewer_tiles_then_records_the_error(tmp_path)
     assert rows[0]["tiles_kept"] < rows[1]["tiles_kept"]
 
     def never(pages, questions, keep):
-        raise FakeOOM("CUDA out of memory")
+        raise cuda_oom("CUDA out of memory")
         yield
 
     out2 = tmp_path / "out2.jsonl"
@@ -345,19 +345,48 @@ def test_ctrl_c_stops_after_the_record_in_flight_and_a_rerun_finishes(tmp_path):
     assert batch.resume_hint(["batch", "q.txt", "d", "-o", "o.jsonl", "--overwrite"]) == "docq batch q.txt d -o o.jsonl"
 
 
-def test_out_of_memory_recorded_by_the_answer_step_is_retried_too(tmp_path):
+def test_failures_are_handled_by_their_kind_never_by_their_text(tmp_path):
+    from docvqa_cli.errors import EnvironmentProblem, ErrorKind
+
     docs = [str(write_invoice_pdf(tmp_path / "d.pdf"))]
+    keeps = []
 
     def recording(pages, questions, keep):  # test double: errors as records, like pipeline.py
         for rec in stand_in_answer(pages, questions, keep):
-            if keep > 0.3:
-                rec.error = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
+            keeps.append(keep)
+            rec.error, rec.failure = "out of memory, also with fewer tiles", ErrorKind.out_of_memory
             yield rec
 
     out = tmp_path / "out.jsonl"
     summary = run_batch(tmp_path, QUESTIONS, docs, out, answer=recording)
-    rows = read_jsonl(out)
-    assert [r["error"] for r in rows] == [None, None] and summary.answered == 2
+    # A recorded failure is final: the answer step (pipeline.Answerer) has retried it already.
+    assert keeps == [0.5, 0.5] and summary.errors == 2
+    assert all("out of memory" in r["error"] and "failure" not in r for r in read_jsonl(out))
+
+    def says_oom_but_is_not(pages, questions, keep):  # the words alone do not make an OOM
+        keeps.append(keep)
+        raise RuntimeError("CUDA out of memory (a message, not the error type)")
+        yield
+
+    keeps.clear()
+    run_batch(tmp_path, QUESTIONS, docs, tmp_path / "out2.jsonl", answer=says_oom_but_is_not)
+    assert keeps == [0.5, 0.5]  # no retry with fewer tiles
+
+    def host_oom(pages, questions, keep):  # MemoryError is out of memory too: retried
+        keeps.append(keep)
+        raise MemoryError()
+        yield
+
+    keeps.clear()
+    run_batch(tmp_path, QUESTIONS[:1], docs, tmp_path / "out3.jsonl", answer=host_oom)
+    assert keeps == [0.5, 0.25, 0.125]
+
+    def missing_package(pages, questions, keep):  # an environment problem stops the job
+        raise EnvironmentProblem("bitsandbytes missing: pip install bitsandbytes")
+        yield
+
+    with pytest.raises(EnvironmentProblem):
+        run_batch(tmp_path, QUESTIONS, docs, tmp_path / "out4.jsonl", answer=missing_package)
 
 
 # --- with a real tiny model through `docq batch` -----------------------------------------------

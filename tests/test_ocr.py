@@ -8,8 +8,8 @@ from PIL import Image
 
 from conftest import DEV_DATA, SAMPLES, write_invoice_pdf, write_scan
 from docvqa_cli import documents, ocr
-from docvqa_cli.ocr import rapidocr, tesseract
 from docvqa_cli.errors import EnvironmentProblem, UsageError
+from docvqa_cli.ocr import rapidocr, tesseract
 
 SCAN_DPI = 100
 

@@ -28,10 +28,12 @@ def _answer(**kw) -> Answer:
 
 def test_keys_are_the_design_order():
     assert records.KEYS == ("doc", "question_id", "question", "answer", "confidence", "page", "boxes",
-                            "tiles_kept", "tiles_total", "model", "seconds", "error")
+                            "tiles_kept", "tiles_total", "model", "seconds", "error",
+                            "type", "value", "currency", "value_source", "value_note")  # typed, at the end
     assert formats.CSV_COLUMNS == ("doc", "question_id", "question", "answer", "confidence", "page",
                                    "x0", "y0", "x1", "y1", "boxes", "tiles_kept", "tiles_total",
-                                   "model", "seconds", "error")
+                                   "model", "seconds", "error",
+                                   "type", "value", "currency", "value_source", "value_note")
 
 
 def test_jsonl_round_trip_keeps_order_and_non_latin_text():

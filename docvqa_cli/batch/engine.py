@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from docvqa_cli import records
 from docvqa_cli.batch.questions import Question
+from docvqa_cli.errors import ErrorKind
 
 ERROR_LIMIT = 200  # characters of an exception's message kept in an error record
 
@@ -19,7 +20,9 @@ class AnswerStep(Protocol):
     one record per question out (in any order). ``answer_many``: [(doc, pages, questions)] of
     several documents in, a list of records per document out, in order; used when
     ``batch_size`` > 1, so that questions of consecutive documents share forwards.
-    ``model_name`` is what the error records of the job carry."""
+    ``model_name`` is what the error records of the job carry. A failure is either raised
+    (its type says its kind, ``errors.kind_of``: batch retries out of memory with fewer tiles)
+    or recorded (``error`` and ``failure`` set): a recorded failure is final."""
 
     batch_size: int
     model_name: str | None
@@ -37,8 +40,9 @@ class AnswerStep(Protocol):
 Engine = Callable[[list, float, object], Iterator[tuple[str, Iterable[records.Answer]]]]
 
 
-def failed_record(doc: str, q: Question, message: str, model_name: str | None) -> records.Answer:
-    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message)
+def failed_record(doc: str, q: Question, message: str, model_name: str | None,
+                  kind: ErrorKind = ErrorKind.other) -> records.Answer:
+    return records.Answer(doc=doc, question_id=q.id, question=q.text, model=model_name, error=message, failure=kind)
 
 
 @dataclass
@@ -74,17 +78,19 @@ class Summary:
 
 
 def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int | None, batch_size: int | None = None) -> Callable[[], AnswerStep]:
+                   max_new_tokens: int | None, batch_size: int | None = None, types: dict | None = None,
+                   date_order: str | None = None) -> Callable[[], AnswerStep]:
     """The answer step of ``docq ask`` (a ``pipeline.Answerer``), made on first need: a
     callable that loads the model, so nothing loads when the output already holds every pair.
 
-    ``open_backend()`` loads the model and returns (backend, visual scorer or None)."""
+    ``open_backend()`` loads the model and returns (backend, visual scorer or None); ``types``
+    maps question ids to the types the question file gives, ``date_order`` is --date-order."""
 
     def make() -> AnswerStep:
         from docvqa_cli import pipeline, prompts
 
         template = prompts.load(prompt)  # a bad --prompt fails before the model loads
         backend, visual = open_backend()
-        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size)
+        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size, types, date_order)
 
     return make

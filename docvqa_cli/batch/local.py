@@ -10,8 +10,7 @@ from docvqa_cli import records
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, failed_record
 from docvqa_cli.batch.prefetch import LoadFn, Prefetcher
 from docvqa_cli.batch.questions import Question
-from docvqa_cli.errors import (OOM_GAVE_UP, OOM_RETRY_FACTORS, EnvironmentProblem, UsageError,
-                               free_device_memory, is_oom, one_line, oom_gave_up)
+from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 
 
 def answer_document(doc: str, pages, error: str | None, questions: Sequence[Question], step: AnswerStep,
@@ -19,19 +18,22 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
     """One document's records: one per question, errors as records, never a gap.
 
     ``pages`` are the loaded pages, or None with ``error`` (the load's one-line message):
-    then every question gets that error. An out-of-memory is retried with fewer tiles
-    (``_retry``); a question the answer step skipped gets an error record. ``stop.flag``
+    then every question gets that error. An answer step that raises out of memory
+    (``errors.ErrorKind``) is tried again with fewer tiles (``_retry``); a record that carries
+    a failure is final (``pipeline.Answerer`` has already retried its own out-of-memory); a
+    question the answer step skipped gets an error record; environment and usage problems
+    stop the job. ``stop.flag``
     (Ctrl-C) ends the document early; the caller resumes it later."""
     model_name = step.model_name or model_name
 
-    def failed(d, q, message):
-        return failed_record(d, q, message, model_name)
+    def failed(d, q, message, kind=ErrorKind.other):
+        return failed_record(d, q, message, model_name, kind)
 
     pending = {q.id: q for q in questions}
     if error is not None:
         for q in list(pending.values()):
             del pending[q.id]
-            yield failed(doc, q, error)
+            yield failed(doc, q, error, ErrorKind.bad_document)
         return
     stopped = (lambda: stop.flag) if stop is not None else (lambda: False)
     while pending and not stopped():
@@ -42,8 +44,6 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
                 if pending_q is None:
                     continue
                 ans.doc = doc
-                if ans.error and is_oom(ans.error):  # the answer step recorded it
-                    ans = _retry(doc, pending_q, ans.error, pages, step, keep, failed)
                 yield ans
                 if stopped():
                     break
@@ -52,16 +52,17 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
                 for q in list(pending.values()):
                     del pending[q.id]
                     yield failed(doc, q, f"{doc}: the model gave no answer")
-        except (EnvironmentProblem, UsageError):
-            raise
         except Exception as exc:
-            failure = one_line(exc, ERROR_LIMIT)
+            kind = kind_of(exc)
+            if kind in (ErrorKind.environment, ErrorKind.usage):
+                raise
+            failure = one_line(exc, ERROR_LIMIT), kind
         # Outside ``except``: the exception, and the failed forward's tensors with it, are gone.
         if failure is not None:
             if not pending:
                 break
             q = pending.pop(next(iter(pending)))
-            yield _retry(doc, q, failure, pages, step, keep, failed)
+            yield _retry(doc, q, *failure, pages, step, keep, failed)
 
 
 def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1, executor: str = "thread",
@@ -109,9 +110,9 @@ def _answer_many(many, ready, keep) -> list:
     (each document is then answered on its own, where its errors become its records)."""
     try:
         return many([(doc, pages, [(q.id, q.text) for q in qs]) for doc, pages, qs in ready], keep)
-    except (EnvironmentProblem, UsageError):
-        raise
-    except Exception:
+    except Exception as exc:
+        if kind_of(exc) in (ErrorKind.environment, ErrorKind.usage):
+            raise
         return [None] * len(ready)
 
 
@@ -137,30 +138,32 @@ class _Replay:
         return self.step.answer_many(items, keep)
 
 
-def _retry(doc, q, message: str, pages, step: AnswerStep, keep, failed) -> records.Answer:
-    """After question ``q`` failed with ``message``: on out-of-memory, try it again with fewer
-    tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too, record the error."""
-    if not is_oom(message) or message.startswith(OOM_GAVE_UP):  # not memory, or retried already (pipeline)
-        return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}")
+def _retry(doc, q, message: str, kind: ErrorKind, pages, step: AnswerStep, keep, failed) -> records.Answer:
+    """After question ``q`` failed with ``message`` of ``kind``: out of memory, try it again
+    with fewer tiles (``OOM_RETRY_FACTORS`` of --keep); otherwise, or if that fails too,
+    record the error."""
+    if kind is not ErrorKind.out_of_memory:
+        return failed(doc, q, message if message.startswith(doc) else f"{doc}: {message}", kind)
     for factor in OOM_RETRY_FACTORS:
         free_device_memory()
         try:
             ans = next(iter(step.answer(pages, [(q.id, q.text)], keep * factor)), None)
-        except (EnvironmentProblem, UsageError):
-            raise
         except Exception as exc:
+            kind = kind_of(exc)
+            if kind in (ErrorKind.environment, ErrorKind.usage):
+                raise
             message = one_line(exc, ERROR_LIMIT)
         else:
             if ans is None:
-                message = "the model gave no answer"
+                message, kind = "the model gave no answer", ErrorKind.other
             elif not ans.error:
                 ans.doc = doc
                 return ans
             else:
-                message = ans.error
-        if not is_oom(message) or message.startswith(OOM_GAVE_UP):
+                message, kind = ans.error, ans.failure or ErrorKind.other
+        if kind is not ErrorKind.out_of_memory:
             break
     free_device_memory()
-    if is_oom(message) and not message.startswith(OOM_GAVE_UP):
+    if kind is ErrorKind.out_of_memory:
         message = oom_gave_up(message, keep)
-    return failed(doc, q, f"{doc}: {message}")
+    return failed(doc, q, f"{doc}: {message}", kind)

@@ -108,6 +108,11 @@ class Output(_Records):
         why = self.format.refuse(head) if head else None
         if why:
             raise UsageError(f"-o {self.path}: {why}")
+        if self.format.name == "csv" and b"\n" in data:  # a header of other columns: an older docq's file
+            first = data.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
+            if first != self.format.header().lstrip("\ufeff").rstrip("\r\n").encode("utf-8"):
+                raise UsageError(f"-o {self.path}: its columns are not the ones docq writes now (an older docq "
+                                 "wrote it?); use --overwrite or another -o (docq export reads it)")
         try:
             valid, rows, bad = self.format.scan(data)
         except UsageError as exc:

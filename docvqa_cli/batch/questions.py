@@ -1,5 +1,10 @@
 """Question files of ``docq batch``: one question a line (ids q1, q2, ...), or JSONL / CSV
-with id and question. See ARCHITECTURE.md."""
+with id and question, and optionally the question's ``type`` (``options.TYPES``). A JSONL or
+CSV file may also declare checks (a field file, for ``docq export --fields``): an entry with
+``check`` and no question (``{"id": "sums", "check": "total = subtotal + tax",
+"tolerance": 0.01}``); ``read_questions`` skips them and ``read_field_file`` returns them.
+An unknown type, a duplicate id or an empty question is a usage error naming the line. See
+ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -7,19 +12,37 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from docvqa_cli.errors import UsageError
+from docvqa_cli.options import TYPES
 
 
 @dataclass(frozen=True)
 class Question:
     id: str
     text: str
+    type: str | None = None  # given in the file (options.TYPES); None: inferred from the question
+    line: int = field(default=0, compare=False)  # its line in the file (for messages)
+
+
+@dataclass(frozen=True)
+class CheckEntry:
+    """A check as declared: ``expression`` (``checks`` parses it), ``tolerance`` or None."""
+
+    id: str
+    expression: str
+    tolerance: str | None
+    line: int
 
 
 def read_questions(path: str) -> list[Question]:
     """Questions from a text file (one a line, ids q1, q2, ...), or JSONL / CSV with id, question."""
+    return read_field_file(path)[0]
+
+
+def read_field_file(path: str) -> tuple[list[Question], list[CheckEntry]]:
+    """The questions and the check entries of a question file."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             content = fh.read()
@@ -29,29 +52,45 @@ def read_questions(path: str) -> list[Question]:
         raise UsageError(f"QUESTIONS {path}: not UTF-8 text") from None
     ext = os.path.splitext(path)[1].lower()
     if ext in (".jsonl", ".ndjson"):
-        questions = _questions_jsonl(path, content)
+        entries = _entries_jsonl(path, content)
     elif ext == ".csv":
-        questions = _questions_csv(path, content)
+        entries = _entries_csv(path, content)
     else:
-        questions = [
-            Question(f"q{n}", line.strip())
-            for n, line in enumerate((l for l in content.splitlines() if l.strip()), start=1)
+        entries = [
+            Question(f"q{n}", line.strip(), line=i)
+            for n, (i, line) in enumerate(((i, l) for i, l in enumerate(content.splitlines(), 1) if l.strip()),
+                                          start=1)
         ]
+    questions = [e for e in entries if isinstance(e, Question)]
     if not questions:
         raise UsageError(f"QUESTIONS {path}: no questions in it")
-    seen: set[str] = set()
-    for q in questions:
-        if not q.id:
-            raise UsageError(f"QUESTIONS {path}: a question has an empty id")
-        if not q.text:
-            raise UsageError(f"QUESTIONS {path}: question {q.id} is empty")
-        if q.id in seen:
-            raise UsageError(f"QUESTIONS {path}: the id {q.id!r} is used twice; ids must be unique")
-        seen.add(q.id)
-    return questions
+    seen: dict[str, int] = {}
+    for e in entries:
+        where = f"QUESTIONS {path}:{e.line}"
+        if not e.id:
+            raise UsageError(f"{where}: an empty id")
+        if isinstance(e, Question) and not e.text:
+            raise UsageError(f"{where}: question {e.id} is empty")
+        if e.id in seen:
+            raise UsageError(f"{where}: the id {e.id!r} is used twice (first on line {seen[e.id]}); "
+                             "ids must be unique")
+        seen[e.id] = e.line
+    return questions, [e for e in entries if isinstance(e, CheckEntry)]
 
 
-def _questions_jsonl(path: str, content: str) -> list[Question]:
+def _entry(path: str, n: int, ident, question, kind, check, tolerance):
+    where = f"QUESTIONS {path}:{n}"
+    ident = str(ident if ident is not None else "").strip()
+    check = str(check).strip() if check not in (None, "") else ""
+    if check:
+        if str(question or "").strip():
+            raise UsageError(f"{where}: an entry is a question or a check, not both")
+        tol = None if tolerance in (None, "") else str(tolerance).strip()
+        return CheckEntry(ident, check, tol, n)
+    return Question(ident, str(question if question is not None else "").strip(), check_type(kind, where), n)
+
+
+def _entries_jsonl(path: str, content: str) -> list:
     out = []
     for n, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
@@ -60,20 +99,35 @@ def _questions_jsonl(path: str, content: str) -> list[Question]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UsageError(f"QUESTIONS {path}:{n}: not JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or "id" not in obj or "question" not in obj:
-            raise UsageError(f"QUESTIONS {path}:{n}: each line needs \"id\" and \"question\"")
-        out.append(Question(str(obj["id"]).strip(), str(obj["question"]).strip()))
+        if not isinstance(obj, dict) or "id" not in obj or ("question" not in obj and "check" not in obj):
+            raise UsageError(f"QUESTIONS {path}:{n}: each line needs \"id\" and \"question\" (or \"check\")")
+        kind = obj.get("type")
+        out.append(_entry(path, n, obj["id"], obj.get("question"), None if kind is None else str(kind),
+                          obj.get("check"), obj.get("tolerance")))
     return out
 
 
-def _questions_csv(path: str, content: str) -> list[Question]:
+def _entries_csv(path: str, content: str) -> list:
     reader = csv.DictReader(io.StringIO(content, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     if "id" not in columns or "question" not in columns:
         raise UsageError(f"QUESTIONS {path}: the CSV needs a header with the columns id and question")
     reader.fieldnames = columns
-    return [
-        Question((row.get("id") or "").strip(), (row.get("question") or "").strip())
-        for row in reader
-        if any((v or "").strip() for v in row.values() if isinstance(v, str))
-    ]
+    out = []
+    for row in reader:
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        out.append(_entry(path, reader.line_num, row.get("id"), row.get("question"), row.get("type"),
+                          row.get("check"), row.get("tolerance")))
+    return out
+
+
+def check_type(name: str | None, where: str) -> str | None:
+    """A question's type as given (lower case; empty is None), or a usage error naming
+    ``where`` (the file and line)."""
+    if name is None or not str(name).strip():
+        return None
+    kind = str(name).strip().lower()
+    if kind not in TYPES:
+        raise UsageError(f"{where}: unknown type {name!r}; use one of {', '.join(TYPES)}")
+    return kind

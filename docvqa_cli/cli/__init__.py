@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from docvqa_cli import __version__
-from docvqa_cli.cli import ask, batch, doctor, explain, ground, models, tune
+from docvqa_cli.cli import ask, batch, doctor, explain, export, ground, models, tune
 from docvqa_cli.cli.common import console, handle_errors  # noqa: F401 (the commands' shared helpers)
 
 
@@ -28,5 +28,6 @@ def main(debug: bool) -> None:
     """
 
 
-for _command in (doctor.doctor, models.models, ask.ask, ground.ground, tune.tune, explain.explain, batch.batch):
+for _command in (doctor.doctor, models.models, ask.ask, ground.ground, tune.tune, explain.explain, batch.batch,
+                 export.export):
     main.add_command(_command)

@@ -10,6 +10,7 @@ import click
 from docvqa_cli.cli.common import (Progress, answer_options, handle_errors, load_pages, model_options, open_model,
                                    output_options, read_options, show_options)
 from docvqa_cli.errors import ExitCode
+from docvqa_cli.options import TYPES
 
 
 @click.command()
@@ -21,10 +22,13 @@ from docvqa_cli.errors import ExitCode
 @click.option("--overwrite", is_flag=True, help="Replace -o if it already holds something (without it, docq refuses).")
 @click.option("--annotate", "annotate_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy of DOC as PDF with each answer's boxes highlighted.")
+@click.option("--type", "kind", type=click.Choice(TYPES), default=None,
+              help="The type of value every QUESTION asks for; the record's value is read as this type "
+                   "(default: inferred from each question).")
 @read_options()
 @show_options()
 @handle_errors
-def ask(doc, questions, model, answer, out, overwrite, annotate_out, read, show):
+def ask(doc, questions, model, answer, out, overwrite, annotate_out, kind, read, show):
     """Answer QUESTION(s) about DOC (a file, or - for stdin): one record per question."""
     from docvqa_cli import formats, models, prompts
     from docvqa_cli.errors import UsageError
@@ -53,13 +57,15 @@ def ask(doc, questions, model, answer, out, overwrite, annotate_out, read, show)
     progress = Progress(show)
     pages = load_pages(doc, read, data=data, progress=progress)
     backend, visual = open_model(model, answer.visual, progress, questions=len(questions))
-    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size)
+    numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
+    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size,
+                                       types={qid: kind for qid, _ in numbered} if kind else None,
+                                       date_order=answer.date_order)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False
     records = []
     try:
         writer = fmt.writer(stream)
-        numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
         progress.status(f"answering {len(numbered)} question{'s' if len(numbered) != 1 else ''}")
         for record in answerer.answer(pages, numbered, answer.keep, doc=doc):
             writer.write(record)

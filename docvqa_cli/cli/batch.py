@@ -40,7 +40,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     """Answer every question of QUESTIONS over every document of DOCS, resumably.
 
     QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
-    and question. DOCS: files, folders (recursive), globs, or - to read paths from stdin.
+    and question, and optionally type (amount, date, number, percent, id, duration, time,
+    text; else inferred from the question). DOCS: files, folders (recursive), globs, or - to read paths from stdin.
     """
     from docvqa_cli import batch as batch_mod
     from docvqa_cli import documents, ocr, pipeline
@@ -68,7 +69,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
         raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
     load = functools.partial(documents.load, **document_keywords(read))
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
-                                        answer.prompt, answer.max_new_tokens, answer.batch_size)
+                                        answer.prompt, answer.max_new_tokens, answer.batch_size,
+                                        {q.id: q.type for q in questions if q.type}, answer.date_order)
     runner = None
     if engine == "ray":
         from docvqa_cli.batch import ray as ray_engine

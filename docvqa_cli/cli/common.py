@@ -162,6 +162,9 @@ _ANSWER = {
     "batch_size": (("--batch-size",), dict(type=click.IntRange(1, 256), default=opt.AnswerOptions.batch_size,
                    help="Questions answered in one padded forward (default: by free GPU memory on CUDA, up to 64; "
                         "4 on the CPU).")),
+    "date_order": (("--date-order",), dict(type=click.Choice(opt.DATE_ORDERS), default=opt.AnswerOptions.date_order,
+                   help="How a date such as 02/03/2024 reads when the document's other dates do not settle "
+                        "day/month order (default: its value stays null, noted as ambiguous).")),
 }
 
 _OUTPUT = {
