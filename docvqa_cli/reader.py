@@ -43,7 +43,7 @@ def _child(conn: Connection) -> None:
             pages = []
             for page in documents.iter_pages(path, **options, warn=lambda msg: conn.send(("warn", msg))):
                 pages.append(page)
-                conn.send(("page", page.number))
+                conn.send(("page", (page.number, page.source)))
             conn.send(("pages", pages))
         except InputError as exc:  # sent as its parts: InputError(path, cause) does not pickle whole
             conn.send(("input", (exc.path, exc.cause)))
@@ -82,9 +82,15 @@ class TimedLoader:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def __call__(self, path: str) -> list[documents.Page]:
+    def __call__(self, path: str, on_page=None) -> list[documents.Page]:
+        """The pages of ``path``; ``on_page(number, source)`` hears of each page as it is read."""
         if not self.timeout:
-            return documents.load(path, warn=self.warn, **self.options)
+            pages = []
+            for page in documents.iter_pages(path, warn=self.warn, **self.options):
+                pages.append(page)
+                if on_page:
+                    on_page(page.number, page.source)
+            return pages
         worker = self._worker()
         try:
             worker.conn.send((path, self.options))
@@ -96,6 +102,9 @@ class TimedLoader:
                 kind, value = worker.conn.recv()
                 if kind == "warn":
                     self.warn(value)
+                elif kind == "page":
+                    if on_page:
+                        on_page(*value)
                 elif kind == "pages":
                     return value
                 elif kind == "input":
