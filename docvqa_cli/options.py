@@ -33,13 +33,10 @@ DECODES = ("auto", "plain", "static")
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
-<<<<<<< HEAD
 # Images (page overviews plus kept tiles) in one question's prompt: its memory budget (prompt_cap.py).
 DEFAULT_MAX_IMAGES = 24
-=======
 TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
 DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
->>>>>>> main
 
 # --- output: the formats and their names are docvqa_cli.formats' -----------------------------
 

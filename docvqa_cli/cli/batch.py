@@ -66,17 +66,12 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
     if output:
         check_output(output, "-o", inputs=[questions_file, *paths])
-<<<<<<< HEAD
-    fmt = format_for(output, out.format)
-    from docvqa_cli.reader import TimedLoader
-
-    load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
-=======
     fmt = formats.get(formats.for_output(output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
     if out.bom and fmt.name != "csv":
         raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
-    load = functools.partial(documents.load, **document_keywords(read))
->>>>>>> main
+    from docvqa_cli.reader import TimedLoader
+
+    load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
                                         answer.prompt, answer.max_new_tokens, answer.batch_size,
                                         {q.id: q.type for q in questions if q.type}, answer.date_order)

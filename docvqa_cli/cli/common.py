@@ -280,14 +280,6 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     if doc == "-":
         data = sys.stdin.buffer.read() if data is None else data
         doc = "<stdin>"
-<<<<<<< HEAD
-    if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
-        from docvqa_cli.reader import TimedLoader
-
-        with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
-            return loader(doc)
-    return documents.load(doc, data=data, **document_keywords(read))
-=======
     show = progress or Progress(opt.ShowOptions(quiet=True))
     started = time.perf_counter()
     show.status(f"{doc}: opening")
@@ -313,7 +305,6 @@ def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress,
     backend, scorer = pipeline.open_backend(model, visual, **options)
     progress.done(f"loaded {backend.name} on {backend.device} in {time.perf_counter() - started:.1f} s")
     return backend, scorer
->>>>>>> main
 
 
 def document_keywords(read: opt.ReadOptions) -> dict:
