@@ -231,7 +231,13 @@ def _finish(prep: _Prepared, generation, model_seconds: float) -> Answer:
         record.page = match.page if match else (views[0].page.number if len(views) == 1 else None)
         record.boxes = boxes_of(match)
         record.tiles_kept = len(prep.kept)
-        record.set_typed(typed.read_typed(record.type, generation.text, match, prep.job.pages, prep.job.date_order))
+        try:
+            record.set_typed(typed.read_typed(record.type, generation.text, match, prep.job.pages,
+                                              prep.job.date_order))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # the answer stands; only its value is unread
+            record.value_note = f"value not read: {one_line(exc)}"
     except KeyboardInterrupt:
         raise
     except Exception as exc:

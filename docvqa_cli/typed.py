@@ -8,14 +8,17 @@ back-office system wants it (an amount as a decimal string with its ISO currency
 ISO 8601, a number or a percent as a number, an id as printed, a duration as ``"30 days"``,
 a time as ``HH:MM``), where it was read (``"page"``/``"answer"``/None) and a note when it
 could not be settled. A value that cannot be read is None, never a guess: a date whose
-day/month order neither the document (another date with a day above 12) nor ``date_order``
+day/month order neither the document (another date with a day above 12; else its language:
+a month name not in English, as in "7. Mai 2014", means day first) nor ``date_order``
 settles stays None with the note ``"ambiguous day/month order: A or B"``.
 """
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
@@ -96,6 +99,7 @@ class DocumentFacts:
 
     date_order: str | None
     currency: str | None
+    order_from: str | None = None  # "dates" (one read one way only) or "language" (its month names)
 
 
 # Currencies a document names in words ("All charges are in US Dollars"), and the one an
@@ -110,27 +114,75 @@ _RUPEE_SIGN = re.compile(r"(?<![^\W\d_])Rs\.?(?=\s?[-\d])")
 _INDIA = re.compile(r"(?<![^\W\d_])(India|GSTIN)(?![^\W\d_])")
 
 
-def document_facts(pages: Sequence) -> DocumentFacts:
-    """Read from every line of ``pages`` (``values`` caches each line's reading)."""
+@dataclass(frozen=True)
+class _PageFacts:
+    dates: tuple  # values.Date, every date printed on the page
+    codes: frozenset  # ISO currencies the page names
+    rupee: bool  # prints the sign "Rs" before a number
+    india: bool  # names India or a GSTIN
+    foreign_month: bool  # a date with a month name not in English ("7. Mai 2014"): a day-first language
+
+
+_ENGLISH_MONTHS = {m.lower() for m in (*calendar.month_name[1:], *calendar.month_abbr[1:], "sept")}
+_PAGE_CACHE: dict[int, tuple] = {}  # id(page) -> (weak reference to the page, its facts)
+
+
+def _names_currency(text: str, m: re.Match) -> bool:
+    """Whether a code printed apart from any amount names the currency: alone on its line (a
+    column header), in parentheses ("TOTAL (RM):"), before a colon, or after "in" or
+    "currency" ("Amounts in EUR"). "SDN BHD" (a company form) and "try" are no currency."""
+    before, after = text[:m.start()].rstrip(), text[m.end():].lstrip()
+    return (not before and not after) or (before.endswith("(") and after.startswith(")")) \
+        or after.startswith(":") or bool(re.search(r"(?:\bin|currency\W*)$", before, re.IGNORECASE))
+
+
+def _page_facts(page) -> _PageFacts:
+    hit = _PAGE_CACHE.get(id(page))
+    if hit is not None and hit[0]() is page:
+        return hit[1]
     dates, codes, texts = [], set(), []
-    for page in pages:
-        for line in values.group_lines(page.words):
-            texts.append(line.text)
-            for m in _NAMED.finditer(line.text):
-                codes.add(_NAMED_CODES[re.sub(r"\s+", " ", m.group(1).lower())])
-            for f in values.find_values(line.text):
-                if f.kind == "date":
-                    dates.append(f.value)
-                elif f.kind == "amount" and f.value.currency:
-                    codes.add(f.value.currency)
-            for m in values.CURRENCY_RE.finditer(line.text):
-                code = values.CURRENCIES.get(m.group().casefold())
-                if code and (m.group().isupper() or not m.group().isalpha()):  # "EUR", "€"; not "try"
-                    codes.add(code)
+    for line in values.group_lines(page.words):
+        texts.append(line.text)
+        for m in _NAMED.finditer(line.text):
+            codes.add(_NAMED_CODES[re.sub(r"\s+", " ", m.group(1).lower())])
+        for f in values.find_values(line.text):
+            if f.kind == "date":
+                dates.append(f.value)
+            elif f.kind == "amount" and f.value.currency:
+                codes.add(f.value.currency)
+        for m in values.CURRENCY_RE.finditer(line.text):
+            code = values.CURRENCIES.get(m.group().casefold())
+            if code and (not m.group().isalpha() or (m.group().isupper() and _names_currency(line.text, m))):
+                codes.add(code)
     text = "\n".join(texts)
-    if not codes and _RUPEE_SIGN.search(text) and _INDIA.search(text):
+    foreign = any(w.casefold().rstrip(".") not in _ENGLISH_MONTHS and values.month_number(w)
+                  for d in dates if d.orders == ("named",) for w in re.findall(r"[^\W\d_]{3,}\.?", d.text))
+    facts = _PageFacts(tuple(dates), frozenset(codes), bool(_RUPEE_SIGN.search(text)), bool(_INDIA.search(text)),
+                       foreign)
+    try:
+        ref = weakref.ref(page)
+    except TypeError:  # not weakly referenceable: not cached
+        return facts
+    if len(_PAGE_CACHE) > 4096:
+        _PAGE_CACHE.clear()
+    _PAGE_CACHE[id(page)] = (ref, facts)
+    return facts
+
+
+def document_facts(pages: Sequence) -> DocumentFacts:
+    """Read from every line of ``pages``, once per page (a batch asks many questions of one
+    document)."""
+    per_page = [_page_facts(p) for p in pages]
+    codes = set().union(*(f.codes for f in per_page)) if per_page else set()
+    if not codes and any(f.rupee for f in per_page) and any(f.india for f in per_page):
         codes.add("INR")
-    return DocumentFacts(values.infer_date_order(dates), next(iter(codes)) if len(codes) == 1 else None)
+    currency = next(iter(codes)) if len(codes) == 1 else None
+    order = values.infer_date_order([d for f in per_page for d in f.dates])
+    if order:
+        return DocumentFacts(order, currency, "dates")
+    if any(f.foreign_month for f in per_page):  # German, French, Spanish, Malay...: day first
+        return DocumentFacts("dmy", currency, "language")
+    return DocumentFacts(None, currency)
 
 
 # --- reading the value ---------------------------------------------------------------------------
@@ -162,14 +214,20 @@ def _number(d: Decimal):
     return int(d) if d == d.to_integral_value() else float(d)
 
 
+_ORDER_FROM = {"dates": "from the document's other dates",
+               "language": "from the document's language (its month names)"}
+
+
 def _normalise(kind: str, v, facts: DocumentFacts, date_order: str | None) -> Typed:
     if kind == "date":
         if v.ambiguous:
-            order = facts.date_order or date_order
+            # The document's dates, then the user's --date-order, then the document's language.
+            by_dates = facts.date_order if facts.order_from == "dates" else None
+            order = by_dates or date_order or facts.date_order
             settled = v.resolve(order) if order else v
             if settled.ambiguous:
                 return Typed(kind, None, note=f"{AMBIGUOUS}: {' or '.join(v.candidates)}")
-            how = "from the document's other dates" if facts.date_order else "from --date-order"
+            how = "from --date-order" if order == date_order and not by_dates else _ORDER_FROM[facts.order_from]
             return Typed(kind, settled.iso, note=f"day/month order {order} {how}")
         return Typed(kind, v.iso)
     if kind == "amount":

@@ -145,3 +145,40 @@ def test_a_batch_does_not_resume_a_csv_of_other_columns_but_export_reads_it(tmp_
     new = tmp_path / "new.csv"
     new.write_bytes((GOLDEN / "batch.csv").read_bytes())
     batch.Output(str(new), formats.get("csv")).close()  # today's columns: resumed
+
+
+def test_checks_compare_dates_and_sums_and_say_missing():
+    from docvqa_cli import checks
+    from docvqa_cli.batch.questions import CheckEntry
+
+    sums, past = checks.compile_checks([CheckEntry("sums", "total = subtotal + tax - 5", "0.005", 3),
+                                        CheckEntry("past", "date <= today", None, 4)],
+                                       ["total", "subtotal", "tax", "date"], "f.jsonl")
+    assert sums.flag({"total": "95.00", "subtotal": "80", "tax": 20}) == "ok"
+    assert sums.flag({"total": "95.01", "subtotal": "80", "tax": 20}) == "failed"  # outside 0.005
+    assert sums.flag({"total": None, "subtotal": "80", "tax": 20}) == "missing"
+    assert past.flag({"date": "2024-03-18"}) == "ok"
+    assert past.flag({"date": "2999-01-01"}) == "failed"
+
+
+def test_ask_refuses_an_unknown_type():
+    res = CliRunner().invoke(main, ["ask", str(SAMPLES / "invoice.pdf"), "Total?", "--type", "money"])
+    assert res.exit_code == 2 and "money" in res.output
+
+
+def test_a_csv_field_file_with_check_columns(tmp_path):
+    records = _invoice_records(tmp_path)
+    fields = tmp_path / "fields.csv"
+    fields.write_text("id,question,type,check,tolerance\n"
+                      "total,What is the total amount?,amount,,\n"
+                      "subtotal,What is the subtotal?,amount,,\n"
+                      "tax,How much VAT is charged?,amount,,\n"
+                      "sums,,,total = subtotal + tax,0.01\n")
+    good, bad = _rows(_run(records, "--wide", "--fields", fields).stdout)
+    assert list(good) == ["doc", "total", "total_page", "total_confidence", "total_currency", "subtotal",
+                          "subtotal_page", "subtotal_confidence", "subtotal_currency", "tax", "tax_page",
+                          "tax_confidence", "tax_currency", "check_sums"]
+    assert (good["check_sums"], bad["check_sums"]) == ("ok", "failed")
+    fields.write_text("id,question,check\ntotal,Total?,\nsums,,total = net + 1\n")
+    res = _run(records, "--wide", "--fields", fields)
+    assert res.exit_code == 2 and "fields.csv:3: check 'sums' names 'net'" in res.output and res.stdout == ""

@@ -121,3 +121,50 @@ def test_question_files_give_types_and_an_unknown_type_names_the_line(tmp_path):
     res = CliRunner().invoke(main, ["batch", str(bad), str(SAMPLES / "invoice.pdf")])
     assert res.exit_code == 2
     assert "bad.jsonl:2: unknown type 'money'" in res.output
+
+
+@pytest.mark.parametrize("line, names", [
+    ("ROUND D TOTAL (RM):", True), ("RM", True), ("All amounts in EUR", True), ("Currency: USD", True),
+    ("BOOK TA .K (TAMAN DAYA) SDN BHD", False), ("we try to deliver", False),
+])
+def test_a_code_apart_from_amounts_names_the_currency_only_where_it_says_so(line, names):
+    from docvqa_cli import values
+
+    m = next(values.CURRENCY_RE.finditer(line))
+    assert (m.group().isupper() and typed._names_currency(line, m)) == names
+
+
+@pytest.mark.parametrize("issued, value, note", [
+    ("Rechnungsdatum: 7. Mai 2014", "2014-05-02", "day/month order dmy from the document's language (its month names)"),
+    ("Invoice date: 7 May 2014", None, f"{typed.AMBIGUOUS}: 2014-05-02 or 2014-02-05"),
+])
+def test_the_documents_language_settles_the_order_when_its_dates_do_not(tmp_path, issued, value, note):
+    from conftest import write_invoice_pdf
+
+    pdf = write_invoice_pdf(tmp_path / "x.pdf", lines=[((72, 72), issued, 10), ((72, 100), "Lieferung: 02.05.2014", 10)])
+    t = _typed(pdf, "date", "2014-05-02")
+    assert (t.value, t.note) == (value, note)
+    assert _typed(pdf, "date", "2014-05-02", date_order="mdy").value == "2014-02-05"  # the user's flag first
+
+
+def test_types_reach_the_records_through_ask_and_batch(tmp_path):
+    """A real (tiny, random-weight) model answers: the records carry the type the user gave
+    (``ask --type``, the question file's ``type``) or the one read from the question."""
+    from _tiny_models import build_idefics3
+
+    model = build_idefics3(tmp_path / "tiny", seed=0)
+    args = ["--model", str(model), "--device", "cpu", "--max-new-tokens", "4"]
+    doc = str(SAMPLES / "invoice.pdf")
+    res = CliRunner().invoke(main, ["ask", doc, "What is the total amount?", "Who is the seller?", "--type", "id",
+                                    "--date-order", "dmy", *args])
+    assert res.exit_code in (0, 1), res.output
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["type"] for r in recs] == ["id", "id"]
+    assert list(recs[0])[-5:] == ["type", "value", "currency", "value_source", "value_note"]
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"id": "who", "question": "Who is the seller?", "type": "date"}\n'
+                     '{"id": "total", "question": "What is the total amount?"}\n')
+    res = CliRunner().invoke(main, ["batch", str(qfile), doc, "--jobs", "0", "-q", *args])
+    assert res.exit_code in (0, 1), res.output
+    assert {r["question_id"]: r["type"] for r in map(json.loads, res.stdout.splitlines())} == \
+        {"who": "date", "total": "amount"}

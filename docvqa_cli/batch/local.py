@@ -44,6 +44,8 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
                 if pending_q is None:
                     continue
                 ans.doc = doc
+                if ans.failure is ErrorKind.out_of_memory and not ans.error.startswith(doc):
+                    ans.error = f"{doc}: {ans.error}"  # final (retried already), named like batch's own
                 yield ans
                 if stopped():
                     break
