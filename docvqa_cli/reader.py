@@ -30,10 +30,13 @@ from docvqa_cli import documents
 from docvqa_cli.errors import DocqError, InputError
 from docvqa_cli.options import DEFAULT_DOC_TIMEOUT
 
+_STARTUP_LIMIT = 300  # seconds for a reading process to import docq (minutes only on a swamped machine)
+
 
 def _child(conn: Connection) -> None:
     """The worker: reads the documents it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    conn.send(("ready", None))  # imports done: the limit counts from here, not from start-up
     while True:
         try:
             path, options = conn.recv()
@@ -63,6 +66,15 @@ class _Worker:
         self.process = ctx.Process(target=_child, args=(child_end,), daemon=True, name="docq-reader")
         self.process.start()
         child_end.close()
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the child's imports (slow on a busy machine; not the document's time)."""
+        if not self.ready:
+            if not self.conn.poll(_STARTUP_LIMIT):
+                raise OSError(f"the reading process did not start in {_STARTUP_LIMIT} s")
+            self.conn.recv()
+            self.ready = True
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -93,6 +105,7 @@ class TimedLoader:
             return pages
         worker = self._worker()
         try:
+            worker.wait_ready()
             worker.conn.send((path, self.options))
             while True:
                 if not worker.conn.poll(self.timeout):
