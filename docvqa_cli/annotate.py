@@ -5,6 +5,10 @@ The copy is a PDF: a PDF stays itself (its pages, text and existing annotations)
 pixel is one point, which is what the record's boxes use for images. Each answer with
 boxes gets one highlight annotation per page, over all its line boxes there, titled
 ``docq`` and holding the question and the answer, so a person can open the file and see.
+
+The source is untrusted and the copy is meant to be opened: ``scrub`` takes out what a PDF
+viewer would run or hand to the system (JavaScript, Launch and other actions that leave the
+document, embedded and attached files, the document's open action) and keeps the pages.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def write(doc_path: str, answers: Iterable[Answer], out_path: str, password: str
             src.close()
     added = 0
     try:
+        if out.is_pdf:
+            scrub(out)
         for answer in answers:
             by_page: dict[int, list[pymupdf.Rect]] = defaultdict(list)
             for box in answer.boxes or []:
@@ -82,3 +88,31 @@ def _as_pdf(src: pymupdf.Document) -> pymupdf.Document:
         new = out.new_page(width=width, height=height)
         new.insert_image(new.rect, pixmap=pix)
     return out
+
+
+# Actions a viewer would run, hand to the system, or use to reach outside the document.
+RISKY_ACTIONS = ("/JavaScript", "/Launch", "/SubmitForm", "/ImportData", "/GoToR", "/GoToE", "/URI",
+                 "/Rendition", "/Movie", "/Sound", "/RichMediaExecute")
+
+
+def scrub(doc: pymupdf.Document) -> None:
+    """Take the active and embedded content out of ``doc`` (a PDF), keeping its pages."""
+    doc.scrub(attached_files=True, embedded_files=True, javascript=True, remove_links=True,
+              clean_pages=False, hidden_text=False, metadata=False, redactions=False, reset_fields=False,
+              reset_responses=False, thumbnails=False, xml_metadata=False)
+    catalog = doc.pdf_catalog()
+    for key in ("OpenAction", "AA", "Names/JavaScript", "Names/EmbeddedFiles"):
+        if doc.xref_get_key(catalog, key)[0] != "null":
+            doc.xref_set_key(catalog, key, "null")
+    for xref in range(1, doc.xref_length()):
+        if doc.xref_get_key(xref, "S")[1] in RISKY_ACTIONS:  # an action object of its own
+            doc.update_object(xref, "<<>>")
+            continue
+        if doc.xref_get_key(xref, "AA")[0] != "null":  # additional actions (on open, on focus ...)
+            doc.xref_set_key(xref, "AA", "null")
+        if doc.xref_get_key(xref, "A/S")[1] in RISKY_ACTIONS:  # an annotation's own action
+            doc.xref_set_key(xref, "A", "null")
+        if doc.xref_get_key(xref, "Type")[1] in ("/EmbeddedFile", "/Filespec"):
+            if doc.xref_is_stream(xref):
+                doc.update_stream(xref, b"")
+            doc.update_object(xref, "<<>>")

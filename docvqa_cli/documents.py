@@ -60,9 +60,9 @@ class Word:
 class Page:
     """A page: its words in points and its image at ``scale`` pixels per point.
 
-    The image of a PDF page with a text layer is rendered the first time something asks for
-    it (a kept tile, an overview, a picture), so pages that no question needs cost their
-    words only; scans and image files are rendered at once (OCR needs the pixels).
+    The image of a page is rendered the first time something asks for it (a kept tile, an
+    overview, a picture), so pages that no question needs cost their words only; scans and
+    image files are rendered once for OCR, and those pixels are let go again.
     """
 
     doc: str  # the path as given
@@ -108,18 +108,18 @@ class Page:
 class _Source:
     """A document's bytes, opened once for the lazy renders of its pages (picklable)."""
 
-    def __init__(self, data: bytes, password: str | None):
-        self.data, self.password, self._doc = data, password, None
+    def __init__(self, data: bytes, password: str | None, kind: str = "pdf"):
+        self.data, self.password, self.kind, self._doc = data, password, kind, None
 
     def page(self, number: int) -> pymupdf.Page:
         if self._doc is None:
-            self._doc = pymupdf.open(stream=self.data, filetype="pdf")
+            self._doc = pymupdf.open(stream=self.data, filetype=self.kind)
             if self._doc.needs_pass:
                 self._doc.authenticate(self.password or "")
         return self._doc[number - 1]
 
     def __getstate__(self):
-        return {"data": self.data, "password": self.password, "_doc": None}
+        return {"data": self.data, "password": self.password, "kind": self.kind, "_doc": None}
 
 
 class _Renderer:
@@ -290,7 +290,7 @@ def iter_pages(
 def _pages(path, doc, wanted, dpi, ocr, ocr_lang, max_pixels, warn, data, password) -> Iterator[Page]:
     try:
         is_pdf = doc.is_pdf
-        lazy = _Source(data, password) if is_pdf and data is not None else None
+        lazy = _Source(data, password, sniff(data) or "pdf") if data is not None else None
         for n in wanted:
             try:
                 page = _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy)
@@ -356,6 +356,11 @@ def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy=
             for w in pixel_words
         ]
         source = f"ocr:{ocr}"
+    if lazy is not None:
+        # The pixels were needed for OCR only: let them go and render again if a tile of this
+        # page is kept, so a 500-frame TIFF holds its words, not 500 images (prompt_cap.py).
+        return Page(doc=path, number=n, width=width, height=height, scale=scale, words=words, source=source,
+                    render=_Renderer(lazy, n, (zoom_x, zoom_y), image.size))
     return Page(
         doc=path,
         number=n,

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from docvqa_cli import relevance, tiles as tiles_mod
+from docvqa_cli import prompt_cap, relevance, tiles as tiles_mod
 from docvqa_cli.documents import Page
 from docvqa_cli.errors import UsageError
 
@@ -50,7 +50,7 @@ def explain(
         raise UsageError(f"--keep must be in (0, 1], not {keep:g}")
     tiles = [t for p in pages for t in tiles_mod.split(p, tile_px=tile_px, max_tiles=max_tiles)]
     scores = relevance.score(question, tiles, visual=visual)
-    relevance.select(scores, keep)
+    prompt_cap.cap(relevance.select(scores, keep))  # as the pipeline: the prompt's image cap
     return Explanation(doc, question, keep, list(pages), scores)
 
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 DEFAULT_DPI = 150  # PDF render resolution
 DEFAULT_OCR = "rapidocr"  # OCR engine for pages without a text layer
 DEFAULT_OCR_LANG = "eng"  # tesseract's language code(s), e.g. eng+deu
+# --doc-timeout: seconds a document's reading may go without finishing a page (reader.py);
+# generous: OCR of a dense A4 page takes about 3 s on one core.
+DEFAULT_DOC_TIMEOUT = 300.0
 
 # --- the model (vlm.load, models) -------------------------------------------------------------
 # Best document model that fits an 8-12 GB GPU at 4-bit under a business-friendly licence
@@ -30,6 +33,8 @@ DECODES = ("auto", "plain", "static")
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
+# Images (page overviews plus kept tiles) in one question's prompt: its memory budget (prompt_cap.py).
+DEFAULT_MAX_IMAGES = 24
 TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
 DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
 
@@ -45,6 +50,7 @@ class ReadOptions:
     dpi: int = DEFAULT_DPI
     ocr: str = DEFAULT_OCR
     ocr_lang: str = DEFAULT_OCR_LANG
+    doc_timeout: float = DEFAULT_DOC_TIMEOUT  # 0: read in this process, no limit
 
 
 @dataclass(frozen=True)

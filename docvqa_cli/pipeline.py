@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from docvqa_cli import grounding, relevance, tiles, typed
+from docvqa_cli import grounding, prompt_cap, relevance, tiles, typed
 from docvqa_cli.documents import Page
 from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
@@ -209,7 +209,8 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     prep = _Prepared(job, record, start)
     try:
         scores = relevance.score(job.question, job.tiles, visual=visual)
-        prep.kept = [s.tile for s in relevance.select(scores, keep)]
+        # The memory budget: at most prompt_cap.DEFAULT_MAX_IMAGES images, best pages first.
+        prep.kept = [s.tile for s in prompt_cap.cap(relevance.select(scores, keep))]
         prep.views = page_views(job.pages, prep.kept, job.overviews, backend.tile_px)
     except KeyboardInterrupt:
         raise

@@ -588,7 +588,11 @@ def test_output_that_is_an_input_is_refused_and_a_document_never_truncated(tmp_p
 
 
 def test_annotated_copies_are_named_after_the_whole_path():
-    assert batch.annotated_path("docs/a/inv.pdf", "out") == os.path.join("out", "docs__a__inv.pdf")
-    assert batch.annotated_path("docs/a/scan.png", "out") == os.path.join("out", "docs__a__scan.png.pdf")
-    assert batch.annotated_path("/abs/x.PDF", "out") == os.path.join("out", "abs__x.PDF")
-    assert batch.annotated_path("../up/x.pdf", "out") == os.path.join("out", "___up__x.pdf")
+    assert batch.annotated_path("docs/a/inv.pdf", "out") == os.path.join("out", "docs%2Fa%2Finv.pdf")
+    assert batch.annotated_path("docs/a/scan.png", "out") == os.path.join("out", "docs%2Fa%2Fscan.png%.pdf")
+    assert batch.annotated_path("/abs/x.PDF", "out") == os.path.join("out", "abs%2Fx.PDF")
+    assert batch.annotated_path("../up/x.pdf", "out") == os.path.join("out", "%2E%2E%2Fup%2Fx.pdf")
+    # One copy per document: names that the old mapping sent to one file stay apart.
+    clashing = ["a__b.pdf", "a/b.pdf", "x..y.pdf", "x_y.pdf", "x/../y.pdf", "y.pdf", "scan.png", "scan.png.pdf",
+                "a%2Fb.pdf", "p%.pdf", "p"]
+    assert len({batch.annotated_path(d, "out") for d in clashing}) == len(set(os.path.normpath(d) for d in clashing))

@@ -513,7 +513,7 @@ def test_the_batch_engines_retry_runs_after_the_failed_call_is_freed(pages):
 def test_a_question_the_pipeline_already_retried_is_not_retried_again(pages):
     from docvqa_cli import records
     from docvqa_cli.batch import Question, answer_document
-    from docvqa_cli.errors import oom_gave_up
+    from docvqa_cli.errors import ErrorKind, oom_gave_up
 
     keeps = []
 
@@ -521,7 +521,8 @@ def test_a_question_the_pipeline_already_retried_is_not_retried_again(pages):
         keeps.append(keep)
         for qid, text in questions:
             yield records.Answer(doc="d.pdf", question_id=qid, question=text,
-                                 error=oom_gave_up("OutOfMemoryError: CUDA out of memory", keep))
+                                 error=oom_gave_up("OutOfMemoryError: CUDA out of memory", keep),
+                                 failure=ErrorKind.out_of_memory)
 
     step = SimpleNamespace(answer=answer, model_name=None, batch_size=1)
     (rec,) = answer_document("d.pdf", pages, None, [Question("q1", "Total?")], step, keep=1.0)

@@ -105,7 +105,9 @@ def test_lines_without_digits_hold_durations_in_words_only(texts):
 def test_every_skipped_pattern_has_no_match(texts):
     """A shortcut skips a pattern only where the pattern cannot match: checked on real text."""
     checked = 0
-    for t in texts:
+    # case folds that are no simple lower case: the long s, the Kelvin sign, a dotted capital I
+    odd = ["5 \u017fek", "5 \u212aes 10", "12 \u0130nr", "7 \u017f$", "1.00 Us$ 2 EUR 3 €"]
+    for t in texts + odd:
         if not dates._TWO_DIGITS.search(t):  # noqa: SLF001
             assert not any(p.search(t) for _, p in dates._PATTERNS), t  # noqa: SLF001
         if not dates._FOUR_DIGITS.search(t):  # noqa: SLF001
@@ -116,12 +118,16 @@ def test_every_skipped_pattern_has_no_match(texts):
             assert not durations._DURATION_RE.search(t), t  # noqa: SLF001
         if not find._PERCENT_HINT.search(t):  # noqa: SLF001
             assert not find._PERCENT_IN_TEXT.search(t), t  # noqa: SLF001
+        for pos in range(len(t) + 1):
+            if not find._CUR_AFTER_START.match(t, pos):  # noqa: SLF001
+                assert not find._CUR_AFTER.match(t, pos), (t, pos)  # noqa: SLF001
         checked += 1
     assert checked > 300
     # and each pattern does match some of these texts, so the checks above bite
     assert any(durations._DURATION_RE.search(t) for t in texts)  # noqa: SLF001
     assert any(find._PERCENT_IN_TEXT.search(t) for t in texts)  # noqa: SLF001
     assert any(p.search(t) for t in texts for _, p in dates._PATTERNS)  # noqa: SLF001
+    assert find._CUR_AFTER.match("5 \u212aes", 1) and find._CUR_AFTER.match("5 \u017fek", 1)  # noqa: SLF001
 
 
 def test_cached_parsers_read_like_uncached_ones(texts):

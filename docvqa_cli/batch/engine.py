@@ -58,10 +58,13 @@ class Summary:
     tiles_total: int = 0
     interrupted: bool = False
     repaired_bytes: int = 0
+    annotated: int = 0  # annotated copies written (--annotate)
+    annotate_failed: int = 0  # annotated copies that could not be written
 
     @property
     def job_has_errors(self) -> bool:
-        return bool(self.errors or self.skipped_errors)
+        """Records carry an error, or --annotate wrote none of the copies it tried."""
+        return bool(self.errors or self.skipped_errors or (self.annotate_failed and not self.annotated))
 
     def line(self) -> str:
         rate = self.documents_done / self.seconds if self.seconds > 0 else 0.0
@@ -70,6 +73,8 @@ class Summary:
             if self.tiles_total else "tiles encoded 0"
         )
         skipped = f", {self.skipped} already done" if self.skipped else ""
+        if self.annotate_failed:
+            skipped += f", {self.annotate_failed} annotated copies not written"
         return (
             f"batch: {self.answered} answered, {self.errors} errors{skipped}; "
             f"{self.documents_done} of {self.documents} documents in {self.seconds:.1f} s "

@@ -21,10 +21,13 @@ from docvqa_cli.errors import one_line
 from docvqa_cli.options import DEFAULT_KEEP
 
 class _Stop:
-    """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt)."""
+    """First Ctrl-C: stop after the record in flight. Second: stop now (KeyboardInterrupt).
+    While no record is in flight (``idle``: the engine loads the model or waits for a
+    document's pages, and a hung document may never come), the first Ctrl-C stops at once."""
 
     def __init__(self, say: Callable[[str], None]):
         self.flag = False
+        self.idle = False
         self.say = say
         self.previous = None
 
@@ -34,7 +37,7 @@ class _Stop:
         return self
 
     def _handler(self, signum, frame):
-        if self.flag:
+        if self.flag or self.idle:
             raise KeyboardInterrupt
         self.flag = True
         self.say("stopping after the record in flight (Ctrl-C again to stop at once)")
@@ -149,7 +152,10 @@ def run(
                         break
                 summary.documents_done += 1
                 if annotate_dir and doc_records and any(not a.error for a in doc_records):
-                    _annotate(doc, list(doc_records), annotate_dir, password, say)
+                    if _annotate(doc, list(doc_records), annotate_dir, password, say):
+                        summary.annotated += 1
+                    else:
+                        summary.annotate_failed += 1
                 if bar is not None:
                     bar.set_postfix(docs=f"{summary.documents_done}/{len(todo)}", errors=summary.errors, refresh=False)
                 if stop.flag:
@@ -167,23 +173,33 @@ def run(
 
 
 def annotated_path(doc: str, folder: str) -> str:
-    """Where the annotated copy of ``doc`` goes: its path made into one file name, so two
-    documents with the same name in different folders do not overwrite each other."""
+    """Where the annotated copy of ``doc`` goes: its whole path made into one file name, so
+    two documents with the same name in different folders do not overwrite each other.
+
+    The mapping is one-to-one: ``%`` becomes ``%25``, a folder separator ``%2F``, a ``..``
+    folder ``%2E%2E``, and a document that is not a PDF gets ``%.pdf`` (``scan.png`` ->
+    ``scan.png%.pdf``, which no PDF's name maps to). So ``a__b.pdf`` and ``a/b.pdf``, or
+    ``x..y.pdf`` and ``x_y.pdf``, get copies of their own."""
     rel = os.path.splitdrive(os.path.normpath(doc))[1].lstrip(os.sep)
-    rel = rel.replace("..", "_").replace(os.sep, "__")
-    if not rel.lower().endswith(".pdf"):  # scan.png -> scan.png.pdf (never clashes with scan.pdf)
-        rel += ".pdf"
-    return os.path.join(folder, rel)
+    parts = [p.replace("%", "%25") for p in rel.split(os.sep)]
+    parts = ["%2E%2E" if p == ".." else p for p in parts]
+    name = "%2F".join(parts)
+    if not name.lower().endswith(".pdf"):
+        name += "%.pdf"
+    return os.path.join(folder, name)
 
 
-def _annotate(doc: str, answers: list[records.Answer], folder: str, password: str | None, say) -> None:
+def _annotate(doc: str, answers: list[records.Answer], folder: str, password: str | None, say) -> bool:
+    """Write the annotated copy; False (and a line on stderr) when it cannot be written."""
     from docvqa_cli import annotate
 
     try:
         os.makedirs(folder, exist_ok=True)
         annotate.write(doc, answers, annotated_path(doc, folder), password=password)
+        return True
     except Exception as exc:  # the records are written; a failed picture must not stop the batch
         say(f"{doc}: no annotated copy ({one_line(exc, ERROR_LIMIT)})")
+        return False
 
 
 def resume_hint(argv: Sequence[str] | None = None) -> str:

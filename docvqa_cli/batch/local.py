@@ -44,6 +44,8 @@ def answer_document(doc: str, pages, error: str | None, questions: Sequence[Ques
                 if pending_q is None:
                     continue
                 ans.doc = doc
+                if ans.failure is ErrorKind.out_of_memory and not ans.error.startswith(doc):
+                    ans.error = f"{doc}: {ans.error}"  # final (retried already), named like batch's own
                 yield ans
                 if stopped():
                     break
@@ -76,7 +78,11 @@ def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1
     def engine(todo, keep, stop):
         loads = Prefetcher([d for d, _ in todo], load, jobs, executor)
         try:
+            if stop is not None:  # loading the model: no record in flight, Ctrl-C stops at once
+                stop.idle = True
             answer = answerer()
+            if stop is not None:
+                stop.idle = False
             size = answer.batch_size
             many = answer.answer_many if size > 1 else None
             group: list = []
@@ -90,7 +96,7 @@ def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1
                     yield doc, answer_document(doc, pages, error, qs, step, keep, model_name, stop)
                 group.clear()
 
-            for (doc, pages, error), (_, questions_left) in zip(loads, todo):
+            for (doc, pages, error), (_, questions_left) in zip(_waiting(loads, stop), todo):
                 if many is None:
                     yield doc, answer_document(doc, pages, error, questions_left, answer, keep, model_name, stop)
                     continue
@@ -103,6 +109,25 @@ def local_engine(load: LoadFn, answerer: Callable[[], AnswerStep], jobs: int = 1
             loads.close()
 
     return engine
+
+
+def _waiting(loads, stop):
+    """``loads``, with ``stop.idle`` set while the next document's pages are awaited (Ctrl-C
+    then stops at once: no record is in flight, and a hung document may never come)."""
+    it = iter(loads)
+    while True:
+        if stop is not None and stop.flag:  # Ctrl-C came while the model loaded: do not wait on
+            raise KeyboardInterrupt  # a document that may never come
+        if stop is not None:
+            stop.idle = True
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        finally:
+            if stop is not None:
+                stop.idle = False
+        yield item
 
 
 def _answer_many(many, ready, keep) -> list:

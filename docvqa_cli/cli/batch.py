@@ -44,7 +44,7 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     text; else inferred from the question). DOCS: files, folders (recursive), globs, or - to read paths from stdin.
     """
     from docvqa_cli import batch as batch_mod
-    from docvqa_cli import documents, ocr, pipeline
+    from docvqa_cli import ocr, pipeline
     from docvqa_cli.errors import UsageError
     from docvqa_cli.records import check_output
 
@@ -59,6 +59,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     ocr.check(read.ocr, read.ocr_lang)
     questions = batch_mod.read_questions(questions_file)
     paths = batch_mod.find_documents(docs)
+    if annotate_dir:  # checked before any work; its copies are not documents of the next run
+        paths = _check_annotate_dir(annotate_dir, paths)
     if not paths:
         raise UsageError("DOCS: no documents found")
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
@@ -67,7 +69,9 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     fmt = formats.get(formats.for_output(output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
     if out.bom and fmt.name != "csv":
         raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
-    load = functools.partial(documents.load, **document_keywords(read))
+    from docvqa_cli.reader import TimedLoader
+
+    load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
                                         answer.prompt, answer.max_new_tokens, answer.batch_size,
                                         {q.id: q.type for q in questions if q.type}, answer.date_order)
@@ -94,6 +98,7 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
         )
     finally:
         sink.close()
+        load.close()
     if not quiet:
         click.echo(f"docq: {summary.line()}", err=True)
     if summary.interrupted:
@@ -104,3 +109,28 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
             click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
         return ExitCode.ctrl_c
     return ExitCode.partial if summary.job_has_errors else ExitCode.ok
+
+
+def _check_annotate_dir(folder: str, paths: list[str]) -> list[str]:
+    """Refuse an --annotate folder that cannot be written (before the model loads); return
+    ``paths`` without the documents inside it (copies of an earlier run)."""
+    import os
+
+    from docvqa_cli.errors import UsageError
+
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--annotate {folder}: is a file; give a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--annotate {folder}: cannot make the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--annotate {folder}: cannot write in it; give another folder")
+    inside = os.path.realpath(folder) + os.sep
+    kept = [p for p in paths if p == "-" or not os.path.realpath(p).startswith(inside)]
+    if len(kept) < len(paths):
+        click.echo(f"docq: --annotate {folder}: {len(paths) - len(kept)} file(s) in it left out "
+                   f"(annotated copies are not documents to answer)", err=True)
+    if not kept:
+        raise UsageError("DOCS: no documents found outside the --annotate folder")
+    return kept

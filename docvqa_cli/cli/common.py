@@ -121,6 +121,10 @@ _READ = {
                                   "languages (docq doctor shows what is installed).")),
     "ocr_lang": (("--ocr-lang",), dict(default=opt.ReadOptions.ocr_lang, show_default=True,
                                        help="OCR language(s), tesseract codes, e.g. eng+deu (--ocr tesseract).")),
+    "doc_timeout": (("--doc-timeout",), dict(type=click.FloatRange(0), default=opt.ReadOptions.doc_timeout,
+                                             show_default=True, metavar="SECONDS",
+                                             help="Give a document up (an error record) when reading it finishes "
+                                                  "no page for this long; 0: no limit.")),
 }
 
 _MODEL = {
@@ -279,11 +283,17 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     show = progress or Progress(opt.ShowOptions(quiet=True))
     started = time.perf_counter()
     show.status(f"{doc}: opening")
-    pages = []
-    for page in documents.iter_pages(doc, data=data, **document_keywords(read)):
-        pages.append(page)
-        how = "OCR" if page.source.startswith("ocr") else "text layer" if page.source == "text" else "no text"
-        show.status(f"{doc}: page {page.number} read ({how}); reading on")
+    if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
+        from docvqa_cli.reader import TimedLoader
+
+        with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
+            pages = loader(doc)
+    else:
+        pages = []
+        for page in documents.iter_pages(doc, data=data, **document_keywords(read)):
+            pages.append(page)
+            how = "OCR" if page.source.startswith("ocr") else "text layer" if page.source == "text" else "no text"
+            show.status(f"{doc}: page {page.number} read ({how}); reading on")
     ocred = sum(p.source.startswith("ocr") for p in pages)
     show.done(f"{doc}: read {len(pages)} page{'s' if len(pages) != 1 else ''}"
               f"{f', {ocred} by OCR' if ocred else ''} in {time.perf_counter() - started:.1f} s")

@@ -17,7 +17,7 @@ from docvqa_cli.values.dates import find_dates, find_times, parse_date, parse_ti
 from docvqa_cli.values.durations import find_durations, parse_duration
 from docvqa_cli.values.kinds import Amount, Value
 from docvqa_cli.values.numbers import currency_suffix, parse_amount, parse_id, parse_number, parse_percent
-from docvqa_cli.values.vocab import CURRENCY_RE
+from docvqa_cli.values.vocab import CURRENCIES, CURRENCY_RE
 
 KINDS = ("date", "time", "duration", "percent", "amount", "number", "id")
 
@@ -41,6 +41,8 @@ _BODY = r"\d(?:[\d'’\u00a0\u202f]|[.,]\s?(?=\d)|\s(?=[.,]\s?\d))*"
 _CUR = CURRENCY_RE.pattern
 _NUMBER_IN_TEXT = re.compile(r"(?<![\d.,])%s(?![\d]|[.,]\d)" % _BODY)
 _CUR_AFTER = re.compile(r"\s?(?:%s)" % _CUR, re.IGNORECASE)
+# What a currency after a number starts with: a cheap test before the long alternation.
+_CUR_AFTER_START = re.compile(r"\s?[%s]" % re.escape("".join(sorted({c[0] for c in CURRENCIES}))), re.IGNORECASE)
 _PERCENT_IN_TEXT = re.compile(r"(?<![\w.,])[%s+]?%s\s*(?:%%|per\s?cent(?![^\W\d_])|pct(?![^\W\d_]))" % (_MINUS, _BODY),
                               re.IGNORECASE)
 _ID_IN_TEXT = re.compile(r"(?<![\w/.-])#?[^\W_][\w/.-]*[^\W_](?![\w/-])")
@@ -113,7 +115,7 @@ def _number_at(text: str, a: int, b: int) -> tuple[Value | None, int, int]:
     elif text[end:end + 1] in _MINUS and not text[end + 1:end + 2].isalnum() and text[start - 1:start] != "(":
         end += 1
     if not cur:
-        m = _CUR_AFTER.match(text, end)
+        m = _CUR_AFTER.match(text, end) if _CUR_AFTER_START.match(text, end) else None
         if m:
             end, cur = m.end(), True
     if not (cur or _CENTS.search(body)):

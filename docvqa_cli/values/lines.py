@@ -28,8 +28,8 @@ class Line:
 
 
 def union(boxes) -> Box:
-    boxes = list(boxes)
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    x0, y0, x1, y1 = zip(*boxes)
+    return (min(x0), min(y0), max(x1), max(y1))
 
 
 def group_lines(words: Sequence) -> list[Line]:
@@ -41,11 +41,12 @@ def group_lines(words: Sequence) -> list[Line]:
     for idx in groups.values():
         idx.sort(key=lambda i: words[i].x0)
         ws = tuple(words[i] for i in idx)
+        texts = [w.text for w in ws]
         spans, pos = [], 0
-        for w in ws:
-            spans.append((pos, pos + len(w.text)))
-            pos += len(w.text) + 1
-        lines.append(Line(tuple(idx), ws, " ".join(w.text for w in ws), tuple(spans),
-                          union((w.x0, w.y0, w.x1, w.y1) for w in ws)))
+        for t in texts:
+            spans.append((pos, pos + len(t)))
+            pos += len(t) + 1
+        lines.append(Line(tuple(idx), ws, " ".join(texts), tuple(spans),
+                          (min(w.x0 for w in ws), min(w.y0 for w in ws), max(w.x1 for w in ws), max(w.y1 for w in ws))))
     lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
     return lines

@@ -1,0 +1,147 @@
+"""Reading documents in a worker process under a time limit (``--doc-timeout``).
+
+MuPDF runs a document's content in C while holding Python's interpreter lock: a hostile PDF
+(a few KB of form XObjects that draw each other, ``tests/make_hostile.py``) keeps it busy
+for hours, and no thread, signal handler or Ctrl-C of the same process gets a turn. So
+``TimedLoader`` reads each document (``documents.load``: open, text layer, OCR, the renders
+OCR needs) in a child process and waits on a pipe. The child reports each page as it is
+done; when no page is done for ``timeout`` seconds the child is killed and the document
+becomes an ``InputError`` (one error record in batch mode), and the next document gets a
+fresh child. The parent only waits in ``Connection.poll``, so Ctrl-C always ends it (and
+the child with it).
+
+The limit is on progress, not on the whole document: a 500-frame TIFF whose OCR takes half
+an hour is fine while its pages keep coming; one page that takes longer than the limit is
+not. The pages come back whole (one pickle, so a document's bytes travel once) and render
+their kept tiles later in this process, from a text layer that was already read in time.
+
+One child per calling thread (batch's loader threads each have their own); ``close`` ends
+them all. ``timeout`` 0 or None reads in this process, with no limit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from multiprocessing.connection import Connection
+
+from docvqa_cli import documents
+from docvqa_cli.errors import DocqError, InputError
+from docvqa_cli.options import DEFAULT_DOC_TIMEOUT
+
+
+def _child(conn: Connection) -> None:
+    """The worker: reads the documents it is sent, one at a time, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    while True:
+        try:
+            path, options = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            pages = []
+            for page in documents.iter_pages(path, **options, warn=lambda msg: conn.send(("warn", msg))):
+                pages.append(page)
+                conn.send(("page", page.number))
+            conn.send(("pages", pages))
+        except InputError as exc:  # sent as its parts: InputError(path, cause) does not pickle whole
+            conn.send(("input", (exc.path, exc.cause)))
+        except DocqError as exc:  # usage and environment problems (one message)
+            conn.send(("error", exc))
+        except MemoryError:
+            conn.send(("input", (path, "out of memory while reading")))
+        except Exception as exc:  # anything else MuPDF or an OCR engine raises
+            text = (str(exc).strip().splitlines() or [""])[0][:200]
+            conn.send(("input", (path, f"cannot be read ({type(exc).__name__}: {text})")))
+
+
+class _Worker:
+    def __init__(self):
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+        self.conn, child_end = ctx.Pipe()
+        self.process = ctx.Process(target=_child, args=(child_end,), daemon=True, name="docq-reader")
+        self.process.start()
+        child_end.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class TimedLoader:
+    """``loader(path)`` -> the document's pages, read in a worker process (see module doc)."""
+
+    def __init__(self, timeout: float | None = DEFAULT_DOC_TIMEOUT, warn=documents._warn, **options):
+        self.timeout = timeout
+        self.warn = warn
+        self.options = options
+        self._local = threading.local()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str) -> list[documents.Page]:
+        if not self.timeout:
+            return documents.load(path, warn=self.warn, **self.options)
+        worker = self._worker()
+        try:
+            worker.conn.send((path, self.options))
+            while True:
+                if not worker.conn.poll(self.timeout):
+                    self._retire(worker)
+                    raise InputError(path, f"reading stopped: no page done in {self.timeout:g} s, the time "
+                                           f"limit (--doc-timeout); a hostile or broken document?")
+                kind, value = worker.conn.recv()
+                if kind == "warn":
+                    self.warn(value)
+                elif kind == "pages":
+                    return value
+                elif kind == "input":
+                    raise InputError(*value)
+                elif kind == "error":
+                    raise value
+        except DocqError:  # the document's own error; the worker goes on
+            raise
+        except (EOFError, OSError):  # the worker died (killed, out of memory)
+            self._retire(worker)
+            raise InputError(path, "the reading process died (out of memory, or killed)") from None
+        except BaseException:  # Ctrl-C or anything unexpected: never leave a child reading
+            self._retire(worker)
+            raise
+
+    def __getstate__(self):  # to a loading process or a Ray task: the settings, not the children
+        return {"timeout": self.timeout, "warn": self.warn, "options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["timeout"], state["warn"], **state["options"])
+
+    def _worker(self) -> _Worker:
+        worker = getattr(self._local, "worker", None)
+        if worker is None or not worker.process.is_alive():
+            worker = _Worker()
+            self._local.worker = worker
+            with self._lock:
+                self._workers.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.kill()
+        if getattr(self._local, "worker", None) is worker:
+            self._local.worker = None
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
