@@ -50,7 +50,7 @@ CONTRACT = [  # (type, truth as typed, text given)
 
 def ground(doc: str, kind: str, text: str, *extra: str) -> dict | None:
     res = CliRunner().invoke(main, ["ground", "--type", kind, *extra, "--limit", "1", doc, text])
-    if res.exit_code not in (0, 1):
+    if res.exit_code not in (0, 1) or not res.stdout.strip():
         raise RuntimeError(f"{doc} {text}: exit {res.exit_code}: {res.output}")
     out = json.loads(res.stdout.splitlines()[0])
     return out["matches"][0] if out["matches"] else None

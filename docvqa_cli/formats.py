@@ -10,7 +10,9 @@ repair a torn tail and skip the pairs it holds.
   ``CSV_COLUMNS``: the record's keys with the first box flattened to ``x0,y0,x1,y1`` after
   ``page``, and every box as JSON in ``boxes``. A text cell that a spreadsheet would run as
   a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a CR) gets a leading ``'``,
-  unless it is a plain number such as ``-11.80``; ``csv_raw=True`` (``--csv-raw``) turns
+  unless it is a plain number such as ``-11.80``, and so does a cell that starts with ``'``
+  then such a character (``'=x.pdf`` is written ``''=x.pdf``), so that a resume reads back
+  exactly what was given; ``csv_raw=True`` (``--csv-raw``) turns
   the guard off. ``csv_bom=True`` (``--bom``) starts the file with a UTF-8 byte-order mark,
   which Excel on Windows needs to read UTF-8 (without it "Café" shows as "CafÃ©"); scanning
   a file back skips it. Resumable.
@@ -138,11 +140,14 @@ class Jsonl(Format):
 # A cell a spreadsheet would take as a plain number, never as a formula.
 _PLAIN_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Quotes then a formula character: what ``unguard_cell`` strips one quote from, so a value that
+# already looks like this (a document named ``'=x.pdf``) gets one more quote and reads back whole.
+_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
 
 
 def guard_cell(value: str) -> str:
     """Neutralise a cell that a spreadsheet would run as a formula (OWASP CSV injection)."""
-    if value.startswith(_FORMULA_START) and not (
+    if _QUOTED_FORMULA.match(value) or value.startswith(_FORMULA_START) and not (
         _PLAIN_NUMBER.fullmatch(value) and any(ch.isdigit() for ch in value)
     ):
         return "'" + value
@@ -151,7 +156,7 @@ def guard_cell(value: str) -> str:
 
 def unguard_cell(value: str) -> str:
     """Undo ``guard_cell`` on a cell read back (resuming from a CSV docq wrote)."""
-    if value.startswith("'") and value[1:2] and value[1] in _FORMULA_START:
+    if _QUOTED_FORMULA.match(value):
         return value[1:]
     return value
 
@@ -234,7 +239,7 @@ class Csv(Format):
             if len(row) != len(header):
                 bad += 1
                 continue
-            rows.append({k: unguard_cell(v) for k, v in zip(header, row)})
+            rows.append({k: v if self.csv_raw else unguard_cell(v) for k, v in zip(header, row)})
         if "doc" not in header or "question_id" not in header:
             raise UsageError("the output CSV has no doc and question_id columns")
         return valid, rows, bad

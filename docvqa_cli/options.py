@@ -34,7 +34,9 @@ DECODES = ("auto", "plain", "static")
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
 # Images (page overviews plus kept tiles) in one question's prompt: its memory budget (prompt_cap.py).
-DEFAULT_MAX_IMAGES = 24
+# 48 leaves documents of up to ~5 A4 pages untouched at keep 0.5 (the sample contract shows 35) and
+# bounds a long one at ~10k image tokens for Qwen3-VL (210 a tile), ~3k for SmolVLM.
+DEFAULT_MAX_IMAGES = 48
 TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
 DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
 

@@ -56,6 +56,30 @@ class Answer:
         return cls(**{k: data[k] for k in KEYS if k in data})
 
 
+def record_text(text: str) -> str:
+    """``text`` as it can be written (UTF-8): a file name's bytes that are not UTF-8 (Python
+    holds them as surrogate escapes) become ``\\xNN`` (``bad\\xff.pdf``). The README documents
+    it; resume compares documents by this name."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def writable(answer: Answer) -> Answer:
+    """``answer`` with every text key made writable (``record_text``); in place."""
+    for f in fields(answer):
+        value = getattr(answer, f.name)
+        if isinstance(value, str) and f.metadata.get("written", True):
+            setattr(answer, f.name, record_text(value))
+    return answer
+
+
 def check_output(path: str, flag: str, inputs=()) -> None:
     """Refuse, before any work, an output that would destroy an input or cannot be written:
     ``path`` is one of ``inputs`` (documents, the question file), its folder is missing, or it

@@ -7,6 +7,7 @@ The tests that run a real (tiny, random-weight) model through ``docq batch`` are
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -143,6 +144,29 @@ def test_bad_question_files_are_usage_errors(tmp_path, name, content, fragment):
     path.write_text(content)
     with pytest.raises(UsageError, match=fragment):
         batch.read_questions(str(path))
+
+
+def test_a_csv_question_with_an_unquoted_comma_is_read_whole_or_refused(tmp_path):
+    cs = tmp_path / "q.csv"
+    cs.write_text("id,question\nt,What is the total, with VAT?\nd,Date?\n")
+    assert [(q.id, q.text) for q in batch.read_questions(str(cs))] == [
+        ("t", "What is the total, with VAT?"), ("d", "Date?")]
+    typed = tmp_path / "typed.csv"  # a column after the question: the comma cannot be placed
+    typed.write_text("id,question,type\nd,Date?,date\nt,Total, with VAT?,amount\n")
+    with pytest.raises(UsageError, match=r"typed.csv:3: more fields than the header"):
+        batch.read_questions(str(typed))
+
+
+@pytest.mark.parametrize("sep", ["\u0085", "\u2028", "\u2029"])
+def test_unicode_line_separators_stay_inside_a_question(tmp_path, sep):
+    txt = tmp_path / "q.txt"
+    txt.write_text(f"What is{sep}the total?\r\nWhat is the date?\rWho?\n", encoding="utf-8", newline="")
+    assert [(q.id, q.text, q.line) for q in batch.read_questions(str(txt))] == [
+        ("q1", f"What is{sep}the total?", 1), ("q2", "What is the date?", 2), ("q3", "Who?", 3)]
+    jl = tmp_path / "q.jsonl"
+    jl.write_text(f'{{"id": "a", "question": "Total{sep}due?"}}\n{{"id": "b", "question": "Date?"}}\n',
+                  encoding="utf-8", newline="")
+    assert [(q.id, q.text) for q in batch.read_questions(str(jl))] == [("a", f"Total{sep}due?"), ("b", "Date?")]
 
 
 # --- discovery -----------------------------------------------------------------------------
@@ -463,6 +487,54 @@ def test_csv_resume_with_a_question_file_that_gained_a_question(tmp_path, tiny_m
     assert sorted((r["doc"], r["question_id"]) for r in rows) == sorted(
         (str(docs / f"d{i}.pdf"), q) for i in range(2) for q in ("total", "number"))
     assert all(r["error"] == "" and r["model"] == str(tiny_model) for r in rows)
+
+
+def test_a_file_name_that_is_not_utf8_is_answered_escaped_and_resumed(tmp_path, tiny_model):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_invoice_pdf(docs / "good.pdf")
+    os.rename(docs / "good.pdf", os.fsencode(docs) + b"/bad\xff.pdf")
+    write_invoice_pdf(docs / "ok.pdf")
+    name = str(docs) + "/bad\\xff.pdf"  # the undecodable byte, escaped as \xNN
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("What is the total amount?\n")
+    shown = invoke([qfile, docs, "--model", tiny_model, *MODEL_ARGS])  # to stdout: valid UTF-8
+    assert shown.exit_code == 0, shown.output
+    assert sorted(json.loads(l)["doc"] for l in shown.stdout_bytes.decode("utf-8").splitlines()) == [
+        name, str(docs / "ok.pdf")]
+    for fmt in ("jsonl", "csv"):
+        out = tmp_path / f"out.{fmt}"
+        assert invoke([qfile, docs, "-o", out, "--model", tiny_model, *MODEL_ARGS]).exit_code == 0
+        again = invoke([qfile, docs, "-o", out, "--model", tiny_model, *MODEL_ARGS])
+        assert again.exit_code == 0, again.output
+        assert "2 already done" in again.stderr
+        text = out.read_bytes().decode("utf-8")  # valid UTF-8
+        if fmt == "jsonl":
+            got = [r["doc"] for r in read_jsonl(out)]
+        else:
+            got = [r["doc"] for r in csv.DictReader(io.StringIO(text, newline=""))]
+        assert sorted(got) == [name, str(docs / "ok.pdf")]  # one record each: no duplicate
+
+
+def test_csv_resume_of_names_and_ids_that_start_with_a_quote_and_a_formula_character(
+        tmp_path, tiny_model, monkeypatch):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("'=x.pdf", "=y.pdf"):
+        write_invoice_pdf(docs / name)
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"id": "\'+total", "question": "What is the total amount?"}\n'
+                     '{"id": "@n", "question": "What is the invoice number?"}\n')
+    monkeypatch.chdir(docs)  # relative names: the doc cell starts with the quote
+    out = tmp_path / "out.csv"
+    for _ in range(2):
+        result = invoke([qfile, "'=x.pdf", "=y.pdf", "-o", out, "--model", tiny_model, *MODEL_ARGS])
+        assert result.exit_code == 0, result.output
+    assert "4 already done" in result.stderr
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["doc"], r["question_id"]) for r in rows) == sorted(
+        (d, q) for d in ("''=x.pdf", "'=y.pdf") for q in ("''+total", "'@n"))
 
 
 @pytest.mark.slow

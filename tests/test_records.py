@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import pytest
 
@@ -98,6 +99,30 @@ def test_csv_guard_leaves_numbers_and_plain_text(cell):
     with formats.get("csv").writer(buf) as w:
         w.write(_answer(answer=cell))
     assert dict(zip(*_csv_rows(buf.getvalue())))["answer"] == cell
+
+
+@pytest.mark.parametrize("cell", ["'=x.pdf", "''=x.pdf", "'-5", "'@n", "'+total", "'\t", "=y.pdf", "-5",
+                                  "'plain", "'", "''", "it's", "-11.80"])
+def test_csv_cells_read_back_exactly_as_given(cell):
+    """Resume compares the cells it reads back with the pairs it is asked for: the scan must
+    undo exactly what the guard did, also for a value that already starts with a quote."""
+    fmt = formats.get("csv")
+    text = fmt.header() + fmt.record(_answer(doc=cell, question_id=cell))
+    valid, rows, bad = fmt.scan(text.encode("utf-8"))
+    assert (rows[0]["doc"], rows[0]["question_id"], bad) == (cell, cell, 0)
+    assert formats.unguard_cell(formats.guard_cell(cell)) == cell
+    raw = formats.get("csv", csv_raw=True)  # written as is, so read back as is
+    assert raw.scan((raw.header() + raw.record(_answer(doc=cell))).encode("utf-8"))[1][0]["doc"] == cell
+
+
+def test_record_text_escapes_the_bytes_of_a_name_that_is_not_utf8():
+    name = os.fsdecode(b"docs/bad\xff\xfe.pdf")
+    assert records.record_text(name) == "docs/bad\\xff\\xfe.pdf"
+    assert records.record_text("docs/收据.pdf") == "docs/收据.pdf"
+    assert records.record_text("lone \ud800") == "lone \\xed\\xa0\\x80"
+    ans = records.writable(_answer(doc=name, error=f"{name}: corrupt"))
+    assert (ans.doc, ans.error) == ("docs/bad\\xff\\xfe.pdf", "docs/bad\\xff\\xfe.pdf: corrupt")
+    assert json.loads(formats.get("jsonl").record(ans).encode("utf-8"))["doc"] == ans.doc
 
 
 def test_csv_record_text_has_no_header_for_appending():

@@ -61,7 +61,7 @@ def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary
     for d in docs:
         pending = []
         for q in questions:
-            previous = done.pairs.get((d, q.id))
+            previous = done.pairs.get((records.record_text(d), q.id))
             if previous is None:
                 pending.append(q)
             else:
@@ -120,6 +120,7 @@ def run(
     written: set[tuple[str, str]] = set()
 
     def emit(ans: records.Answer) -> None:
+        records.writable(ans)  # a file name that is not UTF-8: escaped, never a crash
         if (ans.doc, ans.question_id) in written:
             return
         written.add((ans.doc, ans.question_id))

@@ -3,8 +3,11 @@ with id and question, and optionally the question's ``type`` (``options.TYPES``)
 CSV file may also declare checks (a field file, for ``docq export --fields``): an entry with
 ``check`` and no question (``{"id": "sums", "check": "total = subtotal + tax",
 "tolerance": 0.01}``); ``read_questions`` skips them and ``read_field_file`` returns them.
-An unknown type, a duplicate id or an empty question is a usage error naming the line. See
-ARCHITECTURE.md."""
+An unknown type, a duplicate id or an empty question is a usage error naming the line. A text
+or JSONL file's lines end at \n, \r\n or \r only (U+0085, U+2028 and U+2029 stay inside a
+question). In a CSV whose last column is ``question``, an unquoted comma stays in the question
+(``q1,Total, with VAT?``); with columns after it, more fields than the header is a usage error
+naming the line. See ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from docvqa_cli.errors import UsageError
@@ -36,6 +40,18 @@ class CheckEntry:
     line: int
 
 
+# Lines end only at \n, \r\n or \r: never at U+0085, U+2028, U+2029 or the other breaks that
+# ``str.splitlines`` knows, which can sit inside a question and would shift later ids.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _lines(content: str) -> list[str]:
+    lines = _LINE_END.split(content)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def read_questions(path: str) -> list[Question]:
     """Questions from a text file (one a line, ids q1, q2, ...), or JSONL / CSV with id, question."""
     return read_field_file(path)[0]
@@ -58,7 +74,7 @@ def read_field_file(path: str) -> tuple[list[Question], list[CheckEntry]]:
     else:
         entries = [
             Question(f"q{n}", line.strip(), line=i)
-            for n, (i, line) in enumerate(((i, l) for i, l in enumerate(content.splitlines(), 1) if l.strip()),
+            for n, (i, line) in enumerate(((i, l) for i, l in enumerate(_lines(content), 1) if l.strip()),
                                           start=1)
         ]
     questions = [e for e in entries if isinstance(e, Question)]
@@ -92,7 +108,7 @@ def _entry(path: str, n: int, ident, question, kind, check, tolerance):
 
 def _entries_jsonl(path: str, content: str) -> list:
     out = []
-    for n, line in enumerate(content.splitlines(), start=1):
+    for n, line in enumerate(_lines(content), start=1):
         if not line.strip():
             continue
         try:
@@ -115,8 +131,14 @@ def _entries_csv(path: str, content: str) -> list:
     reader.fieldnames = columns
     out = []
     for row in reader:
+        extra = row.pop(None, None)  # fields beyond the header: an unquoted comma
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue
+        if extra:
+            if columns[-1] != "question":
+                raise UsageError(f"QUESTIONS {path}:{reader.line_num}: more fields than the header has; "
+                                 "put a question that holds a comma in double quotes")
+            row["question"] = ",".join([row["question"] or "", *extra])
         out.append(_entry(path, reader.line_num, row.get("id"), row.get("question"), row.get("type"),
                           row.get("check"), row.get("tolerance")))
     return out
