@@ -516,6 +516,62 @@ def test_a_file_name_that_is_not_utf8_is_answered_escaped_and_resumed(tmp_path, 
         assert sorted(got) == [name, str(docs / "ok.pdf")]  # one record each: no duplicate
 
 
+def test_retry_errors_answers_a_fixed_document_again_and_its_new_record_counts(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from docvqa_cli import export
+    from docvqa_cli.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_invoice_pdf(docs / "good.pdf")
+    fixed = docs / "fixed.pdf"
+    fixed.write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ncorrupt")  # a broken PDF in run 1
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("What is the total amount?\nWhat is the invoice number?\n")
+    out = tmp_path / "out.jsonl"
+    args = [qfile, docs / "good.pdf", fixed, "-o", out, "--model", tiny_model, *MODEL_ARGS]
+    first = invoke(args)
+    assert first.exit_code == 1, first.output
+    assert sorted(r["doc"] for r in read_jsonl(out) if r["error"]) == [str(fixed)] * 2
+    write_invoice_pdf(fixed)  # the user replaces it with a good PDF
+    plain = invoke(args)  # a resume without the flag leaves error records as they are
+    assert plain.exit_code == 1 and "4 already done" in plain.stderr and len(read_jsonl(out)) == 4
+    retried = invoke([*args, "--retry-errors"])
+    assert retried.exit_code == 0, retried.output
+    assert "2 answered, 0 errors, 2 already done, 2 retried" in retried.stderr
+    rows = read_jsonl(out)
+    assert len(rows) == 6 and [bool(r["error"]) for r in rows[4:]] == [False, False]  # appended after the old ones
+    assert {r["doc"] for r in rows[4:]} == {str(fixed)}
+    # The resume scanner reads the later record as the one that counts: nothing left to do.
+    sink = batch.Output(str(out), formats.get("jsonl"))
+    try:
+        assert len(sink.done.pairs) == 4 and not any(failed for _, failed in sink.done.pairs.values())
+    finally:
+        sink.close()
+    again = invoke([*args, "--retry-errors"])
+    assert again.exit_code == 0 and "0 answered, 0 errors, 4 already done" in again.stderr, again.output
+    assert "retried" not in again.stderr and len(read_jsonl(out)) == 6
+    # docq export: exactly one record per pair, the good one; the wide table has no error cells.
+    kept = export.read_records(str(out))
+    assert sorted((r["doc"], r["question_id"]) for r in kept) == sorted(
+        (str(d), q) for d in (docs / "good.pdf", fixed) for q in ("q1", "q2"))
+    assert all(r["error"] is None for r in kept)
+    table = CliRunner().invoke(main, ["export", str(out), "--wide"])
+    assert table.exit_code == 0, table.output
+    wide_rows = list(csv.DictReader(io.StringIO(table.stdout, newline="")))
+    assert sorted(r["doc"] for r in wide_rows) == sorted([str(docs / "good.pdf"), str(fixed)])
+    assert all(r["q1_confidence"] != "" and r["q2_confidence"] != "" for r in wide_rows)
+
+
+def test_retry_errors_needs_an_output_file(tmp_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("What is the total?\n")
+    write_invoice_pdf(tmp_path / "a.pdf")
+    result = invoke([qfile, tmp_path / "a.pdf", "--retry-errors"])
+    assert result.exit_code == 2 and "--retry-errors needs -o FILE" in result.output
+
+
 def test_csv_resume_of_names_and_ids_that_start_with_a_quote_and_a_formula_character(
         tmp_path, tiny_model, monkeypatch):
     docs = tmp_path / "docs"

@@ -53,6 +53,7 @@ class Summary:
     errors: int = 0  # records with an error written in this run
     skipped: int = 0  # pairs already in the output
     skipped_errors: int = 0  # of those, records that carry an error
+    retried: int = 0  # pairs whose error record was answered again (--retry-errors)
     seconds: float = 0.0
     tiles_kept: int = 0
     tiles_total: int = 0
@@ -73,6 +74,8 @@ class Summary:
             if self.tiles_total else "tiles encoded 0"
         )
         skipped = f", {self.skipped} already done" if self.skipped else ""
+        if self.retried:
+            skipped += f", {self.retried} retried"
         if self.annotate_failed:
             skipped += f", {self.annotate_failed} annotated copies not written"
         return (

@@ -49,8 +49,10 @@ class _Stop:
 
 
 def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary: Summary,
-         say: Callable[[str], None]) -> list[tuple[str, list[Question]]]:
-    """Per document, the questions not yet in the output (documents with none are dropped)."""
+         say: Callable[[str], None], retry_errors: bool = False) -> list[tuple[str, list[Question]]]:
+    """Per document, the questions not yet in the output (documents with none are dropped).
+    With ``retry_errors``, a pair whose record (the last one in the output) carries an error
+    is pending again: its new record is appended after the old one and is the one that counts."""
     texts = {q.id: q.text for q in questions}
     changed = sorted({qid for (_, qid), (text, _) in done.pairs.items()
                       if qid in texts and text and text != texts[qid]})
@@ -64,6 +66,9 @@ def plan(questions: Sequence[Question], docs: Sequence[str], done: Done, summary
             previous = done.pairs.get((records.record_text(d), q.id))
             if previous is None:
                 pending.append(q)
+            elif retry_errors and previous[1]:
+                pending.append(q)
+                summary.retried += 1
             else:
                 summary.skipped += 1
                 summary.skipped_errors += previous[1]
@@ -88,6 +93,7 @@ def run(
     annotate_dir: str | None = None,
     password: str | None = None,
     engine: Engine | None = None,
+    retry_errors: bool = False,
 ) -> Summary:
     """Answer every (document, question) pair not yet in ``output``, one record each.
 
@@ -95,7 +101,8 @@ def run(
     ``answerer()`` makes the answer step and loads the model, only when there is work
     left). Environment and usage problems propagate; every other failure is a record. A
     record whose pair was already written is dropped (an engine that retries work may
-    deliver it twice). With ``annotate_dir``, each document's answers of this run are also
+    deliver it twice). With ``retry_errors``, pairs whose record carries an error are answered
+    again (their new record appended). With ``annotate_dir``, each document's answers of this run are also
     highlighted in a PDF copy there (``annotated_path``).
     """
     stderr = stderr or sys.stderr
@@ -109,7 +116,7 @@ def run(
         say(f"repaired the output: cut a torn last record ({output.done.repaired_bytes} bytes)")
     if output.done.bad_lines:
         say(f"{output.done.bad_lines} unreadable lines in the output were left as they are; their pairs are answered again")
-    todo = plan(questions, docs, output.done, summary, say)
+    todo = plan(questions, docs, output.done, summary, say, retry_errors)
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary

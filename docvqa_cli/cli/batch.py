@@ -20,6 +20,9 @@ from docvqa_cli.errors import ExitCode
                 output={"help": "Append records to this file and resume from it: pairs already in it are skipped."},
                 format={"type": click.Choice(formats.names(resumable=True))})
 @click.option("--overwrite", is_flag=True, help="Start -o over instead of resuming.")
+@click.option("--retry-errors", is_flag=True,
+              help="On resume, answer again the pairs whose record in -o carries an error (the new record "
+                   "is appended and is the one that counts).")
 @click.option("--jobs", type=click.IntRange(0, 64), default=None,
               help="Workers that render and OCR the next documents while the model answers "
                    "(0: none; default: a quarter of the CPU cores, 1 to 4).")
@@ -36,7 +39,7 @@ from docvqa_cli.errors import ExitCode
                    "default: start Ray on this machine.")
 @read_options()
 @handle_errors
-def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annotate_dir, engine, address, read):
+def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model, answer, annotate_dir, engine, address, read):
     """Answer every question of QUESTIONS over every document of DOCS, resumably.
 
     QUESTIONS: a text file (one question a line, ids q1, q2, ...), or JSONL / CSV with id
@@ -51,6 +54,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
     output, quiet = out.output, show.quiet
     if overwrite and not output:
         raise UsageError("--overwrite needs -o FILE")
+    if retry_errors and not output:
+        raise UsageError("--retry-errors needs -o FILE (the output to resume)")
     if address and engine != "ray":
         raise UsageError("--address needs --engine ray")
     if engine == "ray" and ":" in model.device:
@@ -96,7 +101,8 @@ def batch(questions_file, docs, out, overwrite, jobs, show, model, answer, annot
         summary = batch_mod.run(
             questions, paths, load=load, output=sink, keep=answer.keep, jobs=jobs, annotate_dir=annotate_dir,
             password=read.password, answerer=answerer,
-            engine=runner, model_name=model.model, progress=not quiet and (show.progress or sys.stderr.isatty()),
+            engine=runner, model_name=model.model, retry_errors=retry_errors,
+            progress=not quiet and (show.progress or sys.stderr.isatty()),
         )
     finally:
         sink.close()
