@@ -162,6 +162,42 @@ def test_a_worker_that_dies_loses_no_records_and_a_poisonous_file_is_error_recor
     assert summary.answered == 9
 
 
+def answerer_killed_by(model, name):
+    make = answerer_for(model)
+
+    def killing_make():
+        step = make()
+
+        class Killed:  # the real answer step, except that a document named ``name`` kills its actor
+            batch_size, model_name, answer_many = step.batch_size, step.model_name, step.answer_many
+
+            def answer(self, pages, questions, keep):
+                if pages[0].doc.endswith(name):
+                    os._exit(1)
+                return step.answer(pages, questions, keep)
+
+        return Killed()
+
+    return killing_make
+
+
+def test_a_document_that_kills_the_answering_actor_costs_only_its_own_records(ray_session, job, tmp_path,
+                                                                              monkeypatch):
+    # No task retries: the documents queued on the actor when it dies fail with it at once
+    # (with retries they may, or may not, run out of them beside the killer).
+    monkeypatch.setattr(ray_engine, "ANSWER_RETRIES", 0)
+    killer = str(write_invoice_pdf(tmp_path / "killer.pdf"))
+    good = job["docs"][:3]
+    docs = [good[0], killer, *good[1:]]
+    out = tmp_path / "out.jsonl"
+    answerer = answerer_killed_by(job["model"], "killer.pdf")
+    summary = run(job, out, engine=ray_engine.RayEngine(LOAD, answerer, device="cpu"), answerer=answerer, docs=docs)
+    got = rows(out)
+    assert sorted((r["doc"], r["question_id"]) for r in got) == sorted((d, q.id) for d in docs for q in QUESTIONS)
+    assert sorted(r["doc"] for r in got if r["error"]) == [killer] * 3
+    assert summary.answered == 9
+
+
 def test_cli_joins_a_running_ray_stdout_carries_only_records_and_a_bad_model_exits_3(ray_session, job, tmp_path):
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
@@ -214,3 +250,10 @@ def test_one_actor_per_gpu_or_one_cpu_actor():
     assert ray_engine.plan_actors(8.0, "cpu", None) == (1, 0)
     assert ray_engine.plan_actors(0.0, None, None) == (1, 0)
     assert ray_engine.plan_actors(4.0, "cuda", 2) == (2, 1)
+
+
+def test_undelivered_documents_are_tried_again_alone_once_when_more_than_the_killer_is_left():
+    assert ray_engine.retry_alone(3, alone=False)  # the killer and the documents queued with it
+    assert not ray_engine.retry_alone(1, alone=False)  # the killer alone: it had its retries
+    assert not ray_engine.retry_alone(0, alone=False)
+    assert not ray_engine.retry_alone(3, alone=True)  # tried one at a time already: error records

@@ -23,8 +23,12 @@ tasks up to ``LOAD_RETRIES`` times; an actor is restarted and its document retri
 ``ANSWER_RETRIES`` times). Ray's delivery is therefore at least once: a document may be
 answered twice, and the driver keeps the first delivery (a pair already written is never
 written again). A document on which workers die every time is dropped by Ray after its
-retries (``max_errored_blocks`` is unlimited for this job) and gets error records at the
-end, so one poisonous file cannot stop a night's run.
+retries (``max_errored_blocks`` is unlimited for this job). An actor that dies takes with it
+every document queued on it, and those good documents may run out of retries beside the one
+that killed it: so when more than one document was not delivered, they are tried again, once,
+on a fresh actor pool that holds one document per actor at a time (``retry_alone``). Only
+what fails then (the poisonous file) gets error records, so one file cannot stop a night's
+run nor cost its neighbours their answers.
 
 Documents are read by path on the workers: on a cluster, DOCS must be at the same path on
 every node (a shared file system). The docq package itself travels with the job
@@ -190,30 +194,27 @@ class RayEngine:
             self.say(f"Ray: {n_actors} answering actor{'s' if n_actors > 1 else ''}"
                      f"{' on 1 GPU each' if gpus_each else ' on CPU'}, "
                      f"{int(ray.cluster_resources().get('CPU', 0))} CPUs in the cluster")
-            items = [{"doc": doc, "path": os.path.abspath(doc),
-                      "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
-                     for doc, qs in todo]
-            ds = ray.data.from_items(items, override_num_blocks=len(items))  # one document a block
-            with warnings.catch_warnings():
-                # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
-                ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
-                                                              "model_name": self.model_name},
-                            concurrency=n_actors, num_gpus=gpus_each, num_cpus=1,
-                            max_restarts=-1, max_task_retries=ANSWER_RETRIES)
             seen: set[str] = set()
-            for row in ds.iter_rows():
-                if row["fatal"]:
-                    kind, message = json.loads(row["fatal"])
-                    raise (UsageError if kind == "UsageError" else EnvironmentProblem)(message)
-                doc = row["doc"]
-                if doc in seen:  # delivered again after a retry: the first one was written
-                    continue
-                seen.add(doc)
-                yield doc, [records.Answer.from_dict(d) for d in json.loads(row["records"])]
-                if stop.flag:
-                    return
+            pending = list(todo)
+            alone = False
+            while True:
+                for row in self._rows(ray, pending, keep, n_actors, gpus_each, alone):
+                    if row["fatal"]:
+                        kind, message = json.loads(row["fatal"])
+                        raise (UsageError if kind == "UsageError" else EnvironmentProblem)(message)
+                    doc = row["doc"]
+                    if doc in seen:  # delivered again after a retry: the first one was written
+                        continue
+                    seen.add(doc)
+                    yield doc, [records.Answer.from_dict(d) for d in json.loads(row["records"])]
+                    if stop.flag:
+                        return
+                pending = [(d, qs) for d, qs in pending if d not in seen]
+                if not retry_alone(len(pending), alone):
+                    break
+                self.say(f"Ray: an answering actor died; {len(pending)} documents it held are tried again, "
+                         "one per actor at a time")
+                alone = True
             questions = dict(todo)
             for doc in (d for d, _ in todo if d not in seen):
                 message = f"{doc}: the Ray workers died on it at every try (see Ray's logs)"
@@ -230,6 +231,35 @@ class RayEngine:
                     ray.shutdown()
             finally:
                 sys.stdout = real_stdout
+
+
+    def _rows(self, ray, todo, keep: float, n_actors: int, gpus_each: int, alone: bool):
+        """One Ray Data pass over ``todo``: rows ``{doc, records, fatal}`` as they come.
+        ``alone``: each actor holds one document at a time, so a death takes only its own."""
+        from ray.data import ActorPoolStrategy
+
+        items = [{"doc": doc, "path": os.path.abspath(doc),
+                  "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
+                 for doc, qs in todo]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))  # one document a block
+        pool = (dict(compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1)) if alone
+                else dict(concurrency=n_actors))
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
+            ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
+                                                          "model_name": self.model_name},
+                        num_gpus=gpus_each, num_cpus=1, max_restarts=-1, max_task_retries=ANSWER_RETRIES, **pool)
+        return ds.iter_rows()
+
+
+def retry_alone(undelivered: int, alone: bool) -> bool:
+    """Whether the documents a pass could not deliver are tried again, one per actor at a
+    time: when more than one is left (a dying actor takes every document queued on it, and
+    one of them may be its only killer) and they have not been tried that way yet. One
+    document left alone is the killer itself; it already had its retries."""
+    return undelivered > 1 and not alone
 
 
 def _docq_cause(exc: BaseException) -> DocqError | None:
