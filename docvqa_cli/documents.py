@@ -173,10 +173,24 @@ def _warn(msg: str) -> None:
     print(f"docq: {msg}", file=sys.stderr)
 
 
+def _why_missing(path: str) -> str:
+    """Why ``path`` cannot be found: a symbolic-link loop, a link to a missing file, or none."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic-link loop (the link leads back to itself); fix or remove the link"
+        if os.path.islink(path):
+            return f"a symbolic link to a missing file ({os.readlink(path)})"
+    return "no such file"
+
+
 def read_bytes(path: str) -> bytes:
     """The file's bytes, or InputError saying why they cannot be read."""
     if not os.path.exists(path):
-        raise InputError(path, "no such file")
+        raise InputError(path, _why_missing(path))
     if os.path.isdir(path):
         raise InputError(path, "is a folder, not a document")
     try:

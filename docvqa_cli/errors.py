@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     partial = 1  # some records carry an error (or the one input was bad)
     usage = 2  # bad options or arguments
     environment = 3  # this machine cannot run the model: say what to install
+    incomplete = 4  # the job could not finish (its output cannot be written): resume once fixed
     ctrl_c = 130
 
 
@@ -52,6 +53,12 @@ class EnvironmentProblem(DocqError):
     """Something this machine lacks (a package, a GPU, a program); says how to fix it."""
 
     exit_code = ExitCode.environment
+
+
+class JobIncomplete(DocqError):
+    """The job cannot go on (its output cannot be written); records already written are safe."""
+
+    exit_code = ExitCode.incomplete
 
 
 class ErrorKind(Enum):

@@ -15,7 +15,7 @@ The names below are the package's interface; the modules hold one job each.
 from docvqa_cli.batch.discovery import DOCUMENT_EXTENSIONS, find_documents, is_document
 from docvqa_cli.batch.engine import ERROR_LIMIT, AnswerStep, Engine, Summary, failed_record, model_answerer
 from docvqa_cli.batch.local import OOM_RETRY_FACTORS, answer_document, local_engine
-from docvqa_cli.batch.output import FSYNC_INTERVAL_S, Done, Output, StreamOutput
+from docvqa_cli.batch.output import FSYNC_INTERVAL_S, Done, Output, StreamOutput, check_target
 from docvqa_cli.batch.prefetch import DEFAULT_JOBS, LoadFn, Prefetcher
 from docvqa_cli.batch.questions import Question, read_questions
 from docvqa_cli.batch.job import annotated_path, plan, resume_hint, run
@@ -23,6 +23,6 @@ from docvqa_cli.batch.job import annotated_path, plan, resume_hint, run
 __all__ = [
     "AnswerStep", "DEFAULT_JOBS", "DOCUMENT_EXTENSIONS", "Done", "ERROR_LIMIT", "Engine", "FSYNC_INTERVAL_S",
     "LoadFn", "OOM_RETRY_FACTORS", "Output", "Prefetcher", "Question",
-    "StreamOutput", "Summary", "annotated_path", "answer_document", "failed_record", "find_documents",
+    "StreamOutput", "Summary", "annotated_path", "answer_document", "check_target", "failed_record", "find_documents",
     "is_document", "local_engine", "model_answerer", "plan", "read_questions", "resume_hint", "run",
 ]

@@ -15,16 +15,48 @@ and no gain against SIGKILL).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import IO
 
 from docvqa_cli import records
 from docvqa_cli.documents import sniff
-from docvqa_cli.errors import UsageError
+from docvqa_cli.errors import JobIncomplete, UsageError
 from docvqa_cli.formats import Format
 
 FSYNC_INTERVAL_S = 1.0
+MIN_FREE_BYTES = 1 << 20  # -o's folder must have this much free space before the model loads
+
+
+def check_target(path: str, flag: str = "-o") -> None:
+    """Refuse, before any work, an output file docq cannot append to and resume from: a pipe,
+    a terminal or a device (``/dev/stdout``, a FIFO), or one in a folder with under
+    ``MIN_FREE_BYTES`` free."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{flag} {path}: is not a regular file (a pipe, terminal or device); docq batch appends "
+                         f"to a file and resumes from it: give a file name, or leave {flag} out to write to stdout")
+    folder = os.path.dirname(os.path.realpath(path)) or "."
+    try:
+        vfs = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (not POSIX): not checked
+        return
+    free = vfs.f_bavail * vfs.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{flag} {path}: only {free // 1024} KB free in {folder}; free some space or give "
+                         "another -o")
+
+
+def _write_failed(where: str, exc: OSError, written: int, resumable: bool) -> JobIncomplete:
+    safe = ("the records already in it are safe (a torn last line is cut by the next run)" if resumable
+            else f"the {written} record(s) written before are safe")
+    how = ("fix that (e.g. free some space) and run the same command again to resume" if resumable
+           else "use -o FILE to be able to resume")
+    return JobIncomplete(f"{where}: cannot write ({exc.strerror or exc}); the job stopped; {safe}; {how}")
 
 
 @dataclass
@@ -51,6 +83,7 @@ class _Records:
         if self.size == 0:
             text = self.format.header() + text
         self.write(text)
+        self.records_written += 1
 
 
 class Output(_Records):
@@ -60,7 +93,8 @@ class Output(_Records):
     def __init__(self, path: str, fmt: Format, overwrite: bool = False):
         self.path = path
         self.format = fmt
-        self.records_written = 0
+        self.records_written = 0  # by this run
+        self.failed = False
         self._last_sync = time.monotonic()
         created = not os.path.exists(path)
         try:
@@ -132,18 +166,26 @@ class Output(_Records):
     def write(self, text: str) -> None:
         data = text.encode("utf-8")
         view = memoryview(data)
-        while view:  # one write in practice; the loop covers a short write
-            n = os.write(self.fd, view)
-            view = view[n:]
+        try:
+            while view:  # one write in practice; the loop covers a short write
+                n = os.write(self.fd, view)
+                view = view[n:]
+            now = time.monotonic()
+            if now - self._last_sync >= FSYNC_INTERVAL_S:
+                os.fsync(self.fd)
+                self._last_sync = now
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: a torn last record at worst, cut by the next run
+            self.failed = True
+            raise _write_failed(f"-o {self.path}", exc, self.records_written, resumable=True) from None
         self.size += len(data)
-        now = time.monotonic()
-        if now - self._last_sync >= FSYNC_INTERVAL_S:
-            os.fsync(self.fd)
-            self._last_sync = now
 
     def close(self) -> None:
         try:
             os.fsync(self.fd)
+        except OSError as exc:
+            if not self.failed:  # after a failed write that failure has been said already
+                self.failed = True
+                raise _write_failed(f"-o {self.path}", exc, self.records_written, resumable=True) from None
         finally:
             os.close(self.fd)
 
@@ -169,14 +211,25 @@ class StreamOutput(_Records):
         self.format = fmt
         self.done = Done()
         self.size = 0
+        self.records_written = 0
+        self.failed = False
 
     def write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as exc:  # stdout on a full disk, a closed pipe
+            self.failed = True
+            raise _write_failed("stdout", exc, self.records_written, resumable=False) from None
         self.size += len(text)
 
     def close(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            if not self.failed:
+                self.failed = True
+                raise _write_failed("stdout", exc, self.records_written, resumable=False) from None
 
 
 # --- record serialisation (through records.py's writers) ---------------------------------

@@ -63,13 +63,15 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
                          "use --device cuda (or auto)")
     ocr.check(read.ocr, read.ocr_lang)
     questions = batch_mod.read_questions(questions_file)
-    paths = batch_mod.find_documents(docs)
+    unreadable: list[str] = []  # folders that could not be read: said on stderr, and exit 1 at the end
+    paths = batch_mod.find_documents(docs, problems=unreadable)
     if annotate_dir:  # checked before any work; its copies are not documents of the next run
         paths = _check_annotate_dir(annotate_dir, paths)
     if not paths:
         raise UsageError("DOCS: no documents found")
     jobs = batch_mod.DEFAULT_JOBS if jobs is None else jobs
     if output:
+        batch_mod.check_target(output)  # not a pipe or device (/dev/stdout); some free space
         check_output(output, "-o", inputs=[questions_file, *paths])
     fmt = formats.get(formats.for_output(output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
     if out.bom and fmt.name != "csv":
@@ -114,7 +116,10 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
         else:
             click.echo("docq: interrupted; without -o FILE there is nothing to resume from", err=True)
         return ExitCode.ctrl_c
-    return ExitCode.partial if summary.job_has_errors else ExitCode.ok
+    if unreadable:
+        click.echo(f"docq: {len(unreadable)} folder(s) could not be read (named above); their documents are "
+                   "not in the output", err=True)
+    return ExitCode.partial if summary.job_has_errors or unreadable else ExitCode.ok
 
 
 def _check_annotate_dir(folder: str, paths: list[str]) -> list[str]:
