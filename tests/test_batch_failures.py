@@ -30,13 +30,19 @@ def _lock_folder(folder: Path) -> bool:
     return False
 
 
-def test_unreadable_folder_is_said_and_counted_not_skipped(tmp_path):
+def _docs_with_a_locked_folder(tmp_path):
+    """docs/a.pdf and an unreadable docs/locked/b.pdf (skips where permissions are not enforced)."""
     docs = tmp_path / "docs"
     (docs / "locked").mkdir(parents=True)
     write_invoice_pdf(docs / "a.pdf")
     write_invoice_pdf(docs / "locked" / "b.pdf")
     if not _lock_folder(docs / "locked"):
         pytest.skip("permissions are not enforced for this user (root): an unreadable folder cannot be made")
+    return docs
+
+
+def test_unreadable_folder_is_said_and_counted_not_skipped(tmp_path):
+    docs = _docs_with_a_locked_folder(tmp_path)
     try:
         said, problems = [], []
         found = batch.find_documents([str(docs)], warn=said.append, problems=problems)
@@ -101,12 +107,7 @@ def test_batch_says_what_it_left_out_and_exits_1(tmp_path, tiny_model):
 
 
 def test_unreadable_folder_alone_makes_the_exit_code_1(tmp_path, tiny_model):
-    docs = tmp_path / "docs"
-    (docs / "locked").mkdir(parents=True)
-    write_invoice_pdf(docs / "a.pdf")
-    write_invoice_pdf(docs / "locked" / "b.pdf")
-    if not _lock_folder(docs / "locked"):
-        pytest.skip("permissions are not enforced for this user (root): an unreadable folder cannot be made")
+    docs = _docs_with_a_locked_folder(tmp_path)
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
     try:

@@ -75,6 +75,15 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    """The command line of ``pid``, or "" once it has gone (children come and go while we look)."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -97,7 +106,7 @@ def test_ctrl_c_ends_a_run_stuck_on_a_hung_document(tmp_path, tiny_model, docq_e
         deadline = time.monotonic() + 120
         readers = []
         while time.monotonic() < deadline and not readers:  # the reading child is at work
-            readers = [c for c in _children(proc.pid) if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+            readers = [c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)]
             time.sleep(0.2)
         assert readers, "no reading process started"
         time.sleep(3)  # inside MuPDF by now

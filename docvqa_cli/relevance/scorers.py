@@ -80,14 +80,18 @@ class LexicalScorer(Scorer):
         return out
 
 
-class AnswerTypeScorer(Scorer):
+class _ValueKindScorer(Scorer):
+    """A scorer of the values of the kinds the question asks for: it applies when it asks for some."""
+
+    def applies(self, query: Query) -> bool:
+        return bool(query.types)
+
+
+class AnswerTypeScorer(_ValueKindScorer):
     """Values of the wanted kind in the tile; half a label's score for the tile right of or below it."""
 
     name = "type"
     weight = 0.2
-
-    def applies(self, query: Query) -> bool:
-        return bool(query.types)
 
     def score(self, query: Query, doc: Doc) -> list[float]:
         types = query.types
@@ -110,16 +114,13 @@ class AnswerTypeScorer(Scorer):
         return out
 
 
-class PairScorer(Scorer):
+class PairScorer(_ValueKindScorer):
     """A value of the wanted kind right of a matched label on its line, or a few lines below it;
     for a defined term in quotes ('Acme GmbH (the "Provider")'), also before it on its line or
     on the two lines above."""
 
     name = "pair"
     weight = 0.5
-
-    def applies(self, query: Query) -> bool:
-        return bool(query.types)
 
     def score(self, query: Query, doc: Doc) -> list[float]:
         types = query.types
