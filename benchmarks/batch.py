@@ -34,8 +34,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import batch, documents, formats, pipeline, prompts  # noqa: E402
+from docvqa_cli import batch, formats, pipeline, prompts  # noqa: E402
 from docvqa_cli.options import ModelOptions  # noqa: E402
+from docvqa_cli.reading import documents  # noqa: E402
 
 
 class TimedOutput(batch.Output):

@@ -41,7 +41,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from _real_models import build, models_dir, skip_reason  # noqa: E402
 
-from docvqa_cli import documents, prompts, relevance, tiles  # noqa: E402
+from docvqa_cli import prompts, relevance  # noqa: E402
+from docvqa_cli.reading import documents, tiles  # noqa: E402
 from docvqa_cli.vlm.base import PageView  # noqa: E402
 from docvqa_cli.vlm.load import load_backend, resolve_dtype  # noqa: E402
 

@@ -307,8 +307,9 @@ def main(argv=None) -> int:
     import torch
 
     from conftest import write_invoice_pdf
-    from docvqa_cli import documents, pipeline, relevance, tiles
+    from docvqa_cli import pipeline, relevance
     from docvqa_cli.pipeline import page_views
+    from docvqa_cli.reading import documents, tiles
     from docvqa_cli.vlm.load import load_backend, resolve_device
 
     record = Recorder(args.json)

@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import documents, grounding, values  # noqa: E402
+from docvqa_cli import grounding, values  # noqa: E402
 from docvqa_cli.grounding import norm_text  # noqa: E402
+from docvqa_cli.reading import documents  # noqa: E402
 
 RECEIPT_FIELDS = ("total", "date", "company", "address")
 GOALS = {"total": 0.95, "date": 0.95, "company": 0.9}

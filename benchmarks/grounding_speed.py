@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import documents, grounding, values  # noqa: E402
+from docvqa_cli import grounding, values  # noqa: E402
+from docvqa_cli.reading import documents  # noqa: E402
 
 NAMES = ["Bluefield Analytics GmbH", "Marlow & Finch Retail plc", "Northwind Traders Ltd", "Kestrel Logistics BV",
          "Acme Supplies Ltd", "Harbour View Holdings Inc"]

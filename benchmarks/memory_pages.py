@@ -6,7 +6,7 @@ For each page count, a PDF of that many small text pages (``tests/make_hostile.p
 total on one page near the end) is answered by ``docq batch`` with a tiny random Idefics3
 (built from a config, ``tests/_tiny_models.py``) on the CPU, one question, in a fresh
 process; its peak resident memory (ru_maxrss) is printed with the tiles kept and the time.
-Without the cap (``prompt_cap.py``), tiles kept grow with the pages and so do the renders
+Without the cap (``relevance/prompt_cap.py``), tiles kept grow with the pages and so do the renders
 and the prompt; with it, tiles kept stop at the cap and memory stops growing.
 """
 

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from docvqa_cli import documents, ocr  # noqa: E402
-from docvqa_cli.ocr import tesseract  # noqa: E402
+from docvqa_cli.reading import documents, ocr  # noqa: E402
+from docvqa_cli.reading.ocr import tesseract  # noqa: E402
 
 DEFAULT_DATA = (ROOT.parent / "shared" / "data" / "dev").resolve()
 

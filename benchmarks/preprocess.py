@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import Idefics3ImageProcessorPil
 
-    from docvqa_cli import documents, tiles
+    from docvqa_cli.reading import documents, tiles
 
     page = documents.load(args.doc)[0]
     print(f"# {Path(args.doc).name} page 1 at {page.image.width}x{page.image.height} px; torch threads "

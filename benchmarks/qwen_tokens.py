@@ -19,7 +19,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from _tiny_qwen import build_tiny_qwen  # noqa: E402
 from conftest import write_invoice_pdf  # noqa: E402
 
-from docvqa_cli import documents, relevance, tiles  # noqa: E402
+from docvqa_cli import relevance  # noqa: E402
+from docvqa_cli.reading import documents, tiles  # noqa: E402
 from docvqa_cli.vlm.base import PageView  # noqa: E402
 from docvqa_cli.vlm.load import load_backend  # noqa: E402
 

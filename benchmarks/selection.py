@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from docvqa_cli import documents, relevance, tiles as tiles_mod, values  # noqa: E402
+from docvqa_cli import relevance, values  # noqa: E402
+from docvqa_cli.reading import documents, tiles as tiles_mod  # noqa: E402
 from docvqa_cli.relevance import pagetext  # noqa: E402
 
 RECEIPT_QUESTIONS = {

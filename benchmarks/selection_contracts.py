@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 
-from docvqa_cli import documents, relevance, tiles  # noqa: E402
+from docvqa_cli import relevance  # noqa: E402
+from docvqa_cli.reading import documents, tiles  # noqa: E402
 
 FILLER = [
     "The {p} shall perform its obligations with reasonable skill and care under this {a}.",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import pymupdf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from docvqa_cli import documents, ocr, tiles  # noqa: E402
+from docvqa_cli.reading import documents, ocr, tiles  # noqa: E402
 
 SAMPLES = ROOT / "sample_docs"
 

@@ -62,7 +62,8 @@ _PAGES: dict = {}
 def ground_loaded(doc: str, kind: str, text: str, *extra: str) -> dict | None:
     """What ``ground --type`` computes (``grounding.find_all``, ``typed.read_typed``), with each
     scan OCR'd once for its three cases (the command would OCR it anew each time)."""
-    from docvqa_cli import documents, grounding, typed
+    from docvqa_cli import grounding, typed
+    from docvqa_cli.reading import documents
 
     if not _PAGES:  # the receipts' OCR words that benchmarks/grounding.py cached, if there
         cache = Path(tempfile.gettempdir()) / "docq-bench-grounding-ocr.pkl"

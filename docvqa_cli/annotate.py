@@ -19,8 +19,8 @@ from typing import Iterable
 
 import pymupdf
 
-from docvqa_cli.documents import _native_size, open_document
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.reading.documents import _native_size, open_document
 from docvqa_cli.records import Answer
 
 HIGHLIGHT = (1.0, 0.85, 0.0)  # yellow

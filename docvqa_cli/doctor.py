@@ -95,7 +95,7 @@ def check_rapidocr() -> Check:
 
 
 def check_tesseract() -> Check:
-    from docvqa_cli.ocr import tesseract
+    from docvqa_cli.reading.ocr import tesseract
 
     path = tesseract.path()
     if not path:

@@ -17,9 +17,10 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from docvqa_cli import prompt_cap, relevance, tiles as tiles_mod
-from docvqa_cli.documents import Page
+from docvqa_cli import relevance
 from docvqa_cli.errors import UsageError
+from docvqa_cli.reading import tiles as tiles_mod
+from docvqa_cli.reading.documents import Page
 
 MAX_PICTURE_PX = 1600  # the longest side of a heat picture
 
@@ -50,7 +51,7 @@ def explain(
         raise UsageError(f"--keep must be in (0, 1], not {keep:g}")
     tiles = [t for p in pages for t in tiles_mod.split(p, tile_px=tile_px, max_tiles=max_tiles)]
     scores = relevance.score(question, tiles, visual=visual)
-    prompt_cap.cap(relevance.select(scores, keep))  # as the pipeline: the prompt's image cap
+    relevance.cap(relevance.select(scores, keep))  # as the pipeline: the prompt's image cap
     return Explanation(doc, question, keep, list(pages), scores)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 DEFAULT_DPI = 150  # PDF render resolution
 DEFAULT_OCR = "rapidocr"  # OCR engine for pages without a text layer
 DEFAULT_OCR_LANG = "eng"  # tesseract's language code(s), e.g. eng+deu
-# --doc-timeout: seconds a document's reading may go without finishing a page (reader.py);
+# --doc-timeout: seconds a document's reading may go without finishing a page (reading/reader.py);
 # generous: OCR of a dense A4 page takes about 3 s on one core.
 DEFAULT_DOC_TIMEOUT = 300.0
 
@@ -33,7 +33,7 @@ DECODES = ("auto", "plain", "static")
 # --- answering (relevance, pipeline, batch, tune, explain) ------------------------------------
 DEFAULT_KEEP = 0.5  # fraction of each document's tiles the model sees
 DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
-# Images (page overviews plus kept tiles) in one question's prompt: its memory budget (prompt_cap.py).
+# Images (page overviews plus kept tiles) in one question's prompt: its memory budget (relevance/prompt_cap.py).
 # 48 leaves documents of up to ~5 A4 pages untouched at keep 0.5 (the sample contract shows 35) and
 # bounds a long one at ~10k image tokens for Qwen3-VL (210 a tile), ~3k for SmolVLM.
 DEFAULT_MAX_IMAGES = 48

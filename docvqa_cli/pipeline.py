@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from docvqa_cli import grounding, prompt_cap, relevance, tiles, typed
-from docvqa_cli.documents import Page
+from docvqa_cli import grounding, relevance, typed
 from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
 from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
+from docvqa_cli.reading import tiles
+from docvqa_cli.reading.documents import Page
+from docvqa_cli.reading.tiles import Tile
 from docvqa_cli.records import Answer, boxes_of
-from docvqa_cli.tiles import Tile
 from docvqa_cli.vlm.base import Backend, PageView
 
 
@@ -178,7 +179,7 @@ def answer_questions(
     (``prompts.load``); ``doc`` is the path as the user gave it (default: the pages' doc);
     ``visual`` is the backend's visual relevance scorer for ``relevance.score``, if any;
     ``batch_size`` questions are answered in one forward (None: 1); ``types`` maps a question
-    id to its type (others: ``typed.infer_type``), ``date_order`` is ``--date-order``."""
+    id to its type (others: ``relevance.infer_type``), ``date_order`` is ``--date-order``."""
     doc = doc if doc is not None else (pages[0].doc if pages else "")
     shared_tiles = document_tiles(pages, backend)
     overviews: dict[int, object] = {}
@@ -205,12 +206,12 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
         job.tiles = document_tiles(job.pages, backend)
     record = Answer(doc=job.doc, question_id=str(job.question_id), question=job.question,
                     tiles_total=len(job.tiles), model=backend.name)
-    record.type = job.kind or typed.infer_type(job.question)
+    record.type = job.kind or relevance.infer_type(job.question)
     prep = _Prepared(job, record, start)
     try:
         scores = relevance.score(job.question, job.tiles, visual=visual)
         # The memory budget: at most prompt_cap.DEFAULT_MAX_IMAGES images, best pages first.
-        prep.kept = [s.tile for s in prompt_cap.cap(relevance.select(scores, keep))]
+        prep.kept = [s.tile for s in relevance.cap(relevance.select(scores, keep))]
         prep.views = page_views(job.pages, prep.kept, job.overviews, backend.tile_px)
     except KeyboardInterrupt:
         raise

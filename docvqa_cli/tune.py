@@ -26,8 +26,9 @@ from typing import Callable
 
 import torch
 
-from docvqa_cli import documents, grounding, relevance, tiles
+from docvqa_cli import grounding, relevance
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.options import TuneOptions  # noqa: F401 (the trainer's options, with the others)
 from docvqa_cli.vlm.base import Backend, PageView
 from docvqa_cli.vlm.tie import Tie

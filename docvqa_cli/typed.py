@@ -1,8 +1,8 @@
 """Typed answers: the kind of value a question asks for, and that value normalised, read from
 the words the page prints (the model's answer text only when the page does not print it).
 
-``TYPES`` are the types a question may have; ``infer_type(question)`` reads one from the
-question (relevance's question parsing, the one place that knows what a question asks for).
+``TYPES`` are the types a question may have; ``relevance.infer_type(question)`` reads one from
+the question (question parsing, the one place that knows what a question asks for, lives there).
 ``read_typed(kind, answer, match, pages, date_order)`` returns a ``Typed``: the value as a
 back-office system wants it (an amount as a decimal string with its ISO currency, a date as
 ISO 8601, a number or a percent as a number, an id as printed, a duration as ``"30 days"``,
@@ -16,7 +16,6 @@ settles stays None with the note ``"ambiguous day/month order: A or B"``.
 from __future__ import annotations
 
 import calendar
-import functools
 import re
 import weakref
 from dataclasses import dataclass
@@ -52,42 +51,6 @@ class Typed:
     currency: str | None = None
     source: str | None = None
     note: str | None = None
-
-
-# What a question's own words say about the type, before relevance's field types (which hold
-# every kind a field may have: "due" asks for the total's amount and the due date's date).
-# Checked in order; the first cue the question holds wins. Longer wh-phrases first.
-_CUES = (
-    ("percent", ("rate", "percent", "percentage", "%")),
-    ("duration", ("how long", "how many days", "how many weeks", "how many months", "how many years")),
-    ("date", ("when", "date", "day")),
-    ("time", ("what time",)),
-    ("amount", ("how much",)),
-    ("number", ("how many",)),
-    ("text", ("who", "where", "which", "how was")),
-    ("duration", ("period", "term", "duration")),
-    ("id", ("number", "no", "id", "reference", "ref", "code")),
-    ("amount", ("total", "subtotal", "amount", "price", "fee", "cost", "sum", "balance", "tax", "vat", "paid", "due",
-                "charge", "charged", "net", "gross")),
-)
-
-
-@functools.lru_cache(maxsize=1024)
-def infer_type(question: str) -> str:
-    """The type a question asks for ("What is the total?" -> amount, "When ...?" -> date,
-    "Who ...?" -> text): the first of ``_CUES`` its words hold, else the first value kind
-    relevance's question parsing reads in it that is one of ``TYPES``, else ``"text"``."""
-    from docvqa_cli.relevance.question import parse_question
-    from docvqa_cli.relevance.vocabulary import tokens
-
-    words = " " + " ".join(tokens(question)) + " "
-    for kind, cues in _CUES:
-        if any(f" {' '.join(tokens(c)) or c} " in words for c in cues) or ("%" in cues and "%" in question):
-            return kind
-    for kind in parse_question(question).types:
-        if kind in TYPES:
-            return kind
-    return "text"
 
 
 # --- the document's own conventions -------------------------------------------------------------

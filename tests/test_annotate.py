@@ -6,8 +6,9 @@ import pymupdf
 import pytest
 
 from conftest import write_invoice_pdf
-from docvqa_cli import annotate, documents, grounding, records
+from docvqa_cli import annotate, grounding, records
 from docvqa_cli.errors import UsageError
+from docvqa_cli.reading import documents
 from docvqa_cli.records import Answer
 
 ADDRESS = "12 Harbour Road, Leeds LS1 4AB"

@@ -6,7 +6,8 @@ import re
 
 import pymupdf
 
-from docvqa_cli import annotate, documents, grounding, records
+from docvqa_cli import annotate, grounding, records
+from docvqa_cli.reading import documents
 from make_hostile import active_content_pdf
 
 # A key or name of active or embedded content, unless it is set to null (PDF for "absent").

@@ -20,9 +20,10 @@ import pymupdf
 import pytest
 
 from conftest import write_invoice_pdf, write_scan
-from docvqa_cli import batch, documents, formats, records
+from docvqa_cli import batch, formats, records
 from docvqa_cli.errors import UsageError
 from docvqa_cli.options import ModelOptions
+from docvqa_cli.reading import documents
 
 
 # --- helpers ----------------------------------------------------------------------------

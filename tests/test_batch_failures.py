@@ -68,8 +68,8 @@ def test_non_documents_get_one_summary_line_and_link_loops_become_error_records(
                      str(docs / "sub" / "ring_b")]
     assert len(said) == 1 and said[0].startswith("2 file(s)") and "not documents" in said[0], said
     assert str(docs / "page.html") in said[0]
-    from docvqa_cli import documents
     from docvqa_cli.errors import InputError
+    from docvqa_cli.reading import documents
 
     for link in ("loop.pdf", "sub/ring_a"):
         with pytest.raises(InputError, match="symbolic-link loop"):

@@ -17,7 +17,8 @@ import torch
 from _tiny_models import build_idefics3
 from _tiny_qwen import build_tiny_qwen
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, pipeline, prompts, tiles
+from docvqa_cli import pipeline, prompts
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.vlm.base import PageView, _newline_stop, first_line
 from docvqa_cli.vlm.load import load_backend
 

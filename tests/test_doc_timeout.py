@@ -14,7 +14,7 @@ import pytest
 
 from conftest import write_invoice_pdf
 from docvqa_cli.errors import InputError
-from docvqa_cli.reader import TimedLoader
+from docvqa_cli.reading.reader import TimedLoader
 from make_hostile import nested_forms_pdf
 
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES, write_invoice_pdf
-from docvqa_cli import documents
 from docvqa_cli.errors import InputError, UsageError
+from docvqa_cli.reading import documents
 
 
 def _dark_fraction(page: documents.Page, box) -> float:
@@ -253,7 +253,7 @@ def test_iter_pages_checks_at_once_and_yields_in_order(tmp_path):
 def test_text_layer_pages_render_only_when_asked(tmp_path):
     from conftest import write_invoice_pdf
 
-    from docvqa_cli import tiles
+    from docvqa_cli.reading import tiles
 
     pdf = write_invoice_pdf(tmp_path / "three.pdf", pages=3)
     pages = documents.load(str(pdf), dpi=100)

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT, SAMPLES
-from docvqa_cli import documents, formats, grounding, typed
+from docvqa_cli import formats, grounding, relevance, typed
 from docvqa_cli.cli import main
+from docvqa_cli.reading import documents
 from docvqa_cli.records import Answer
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -60,7 +61,7 @@ def _invoice_records(tmp_path) -> Path:
             ans = total if qid == "total" else ans
             m = grounding.locate(ans, pages)
             r = Answer(doc=doc, question_id=qid, question=q, answer=ans, page=m.page if m else None)
-            r.set_typed(typed.read_typed(typed.infer_type(q), ans, m, pages))
+            r.set_typed(typed.read_typed(relevance.infer_type(q), ans, m, pages))
             w.write(r)
     path = tmp_path / "records.jsonl"
     path.write_text(out.getvalue(), encoding="utf-8")

@@ -105,8 +105,8 @@ def test_ocr_lang_with_rapidocr_is_refused_naming_tesseract(scan_png, docq_env):
     r = docq(docq_env, "ground", scan_png, "Total", "--ocr-lang", "klingon")
     assert r.returncode == ExitCode.usage and r.stdout == ""
     assert "--ocr-lang klingon: RapidOCR" in r.stderr and "--ocr tesseract --ocr-lang klingon" in r.stderr
-    from docvqa_cli import ocr
     from docvqa_cli.errors import UsageError
+    from docvqa_cli.reading import ocr
 
     ocr.check("rapidocr", "eng")  # the default language: no error
     with pytest.raises(UsageError, match="--ocr tesseract --ocr-lang deu"):

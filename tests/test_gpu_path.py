@@ -12,7 +12,7 @@ import torch
 
 from _tiny_models import build_idefics3
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, tiles
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.vlm import load
 from docvqa_cli.vlm.base import PageView, _newline_stop, bucket, cache_length
 from docvqa_cli.vlm.load import load_backend

@@ -8,7 +8,8 @@ import pymupdf
 import pytest
 
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, grounding, tiles
+from docvqa_cli import grounding
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.vlm.base import ModelBox
 
 LINES = [

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from conftest import DEV_DATA, ROOT, SAMPLES, write_invoice_pdf
-from docvqa_cli import documents, grounding
+from docvqa_cli import grounding
+from docvqa_cli.reading import documents
 
 
 @pytest.fixture(scope="module")

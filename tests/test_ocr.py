@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import DEV_DATA, SAMPLES, write_invoice_pdf, write_scan
-from docvqa_cli import documents, ocr
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.ocr import rapidocr, tesseract
+from docvqa_cli.reading import documents, ocr
+from docvqa_cli.reading.ocr import rapidocr, tesseract
 
 SCAN_DPI = 100
 
@@ -79,7 +79,7 @@ def test_each_module_of_the_ocr_package_is_one_registered_engine():
     modules = {m.name for m in pkgutil.iter_modules(ocr.__path__) if not m.name.startswith("_")}
     assert set(ocr.ENGINES) == modules and ocr.ENGINES[0] == ocr.DEFAULT_ENGINE
     for name in modules:
-        assert ocr.get(name) is importlib.import_module(f"docvqa_cli.ocr.{name}").ENGINE
+        assert ocr.get(name) is importlib.import_module(f"docvqa_cli.reading.ocr.{name}").ENGINE
 
 
 def test_the_ocr_option_offers_every_registered_engine():
@@ -121,8 +121,8 @@ def test_missing_tesseract_language_says_what_to_install():
 def test_a_missing_tesseract_language_is_an_environment_problem_before_any_work():
     import pytest
 
-    from docvqa_cli import ocr
     from docvqa_cli.errors import EnvironmentProblem
+    from docvqa_cli.reading import ocr
 
     ocr.check("tesseract", "eng")  # installed: no error
     with pytest.raises(EnvironmentProblem) as info:

@@ -1,4 +1,4 @@
-"""The memory budget of one question (prompt_cap.py): a 2,000-page PDF and a 500-frame TIFF
+"""The memory budget of one question (relevance/prompt_cap.py): a 2,000-page PDF and a 500-frame TIFF
 are answered by a real tiny model through ``docq batch`` within a fixed bound on peak memory,
 measured on the docq process itself. (How peak memory stays flat as pages grow is a
 benchmark: benchmarks/memory_pages.py, numbers in benchmarks/RESULTS.md.)"""
@@ -11,8 +11,10 @@ import sys
 
 import pytest
 
-from docvqa_cli import prompt_cap, relevance, tiles
-from docvqa_cli.documents import load
+from docvqa_cli import relevance
+from docvqa_cli.reading import tiles
+from docvqa_cli.reading.documents import load
+from docvqa_cli.relevance import prompt_cap
 from make_hostile import many_frames_tiff, many_pages_pdf
 
 PEAK_BOUND_MB = 1500  # the issue's bar is 2 GB; docq with torch and a tiny model starts near 500 MB
@@ -45,8 +47,9 @@ def test_the_cap_keeps_the_best_pages_within_the_image_budget(tmp_path):
 # through the same documents.load and pipeline the commands use, with the real model.
 _TIFF_RUN = """
 import sys
-from docvqa_cli import documents, pipeline
+from docvqa_cli import pipeline
 from docvqa_cli.options import ModelOptions
+from docvqa_cli.reading import documents
 pages = documents.load(sys.argv[1], ocr=None)
 backend, visual = pipeline.open_backend(ModelOptions(model=sys.argv[2], device="cpu"))
 for record in pipeline.answer_questions(pages, [("q1", "What is the total due?")], backend, max_new_tokens=2):

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import INVOICE_LINES, write_invoice_pdf
-from docvqa_cli import batch, documents, formats, pipeline
+from docvqa_cli import batch, formats, pipeline
 from docvqa_cli.batch import ray as ray_engine
 from docvqa_cli.options import ModelOptions
+from docvqa_cli.reading import documents
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
              batch.Question("q3", "What is the date of the invoice?")]

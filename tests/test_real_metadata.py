@@ -210,7 +210,8 @@ def test_prompt_is_the_checkpoints_own(real, runs):
     """At keep 1.0 the ids docq gives the model are the ones the checkpoint's processor and
     chat template make of the same question and page grid."""
     name, folder = real
-    from docvqa_cli import documents, prompts, tiles
+    from docvqa_cli import prompts
+    from docvqa_cli.reading import documents, tiles
 
     records, spy = runs["1.0"]
     (ids,) = spy.prompts()
@@ -322,7 +323,7 @@ def grounded(real):
     """``docq ask --prompt grounded`` with the logits steered to write TOTAL and its box in the
     family's own format, then the end-of-turn token. (spy, record, the text, TOTAL's box)."""
     name, folder = real
-    from docvqa_cli import documents
+    from docvqa_cli.reading import documents
 
     page = documents.load(str(INVOICE))[0]
     patch = json.loads((folder / "preprocessor_config.json").read_text()).get("patch_size", 0)

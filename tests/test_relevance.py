@@ -7,8 +7,9 @@ import math
 import pytest
 from PIL import Image
 
-from docvqa_cli import relevance, tiles
-from docvqa_cli.documents import Page, Word
+from docvqa_cli import relevance
+from docvqa_cli.reading import tiles
+from docvqa_cli.reading.documents import Page, Word
 
 
 def make_page(lines, width=1000, height=1000, number=1):
@@ -254,7 +255,8 @@ def test_select_rejects_bad_keep():
 def test_a_long_document_spends_its_budget_on_the_page_that_matters(tmp_path):
     import pymupdf
 
-    from docvqa_cli import documents, relevance, tiles
+    from docvqa_cli import relevance
+    from docvqa_cli.reading import documents, tiles
 
     pdf = tmp_path / "contract.pdf"
     doc = pymupdf.open()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import SAMPLES
 
-from docvqa_cli import documents, relevance, tiles
+from docvqa_cli import relevance
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.relevance.index import FLOOR, df_factor
 
 
@@ -101,7 +102,7 @@ AGREEMENT = [  # printed text, the kind both must see (issue 12's table of disag
 @pytest.mark.parametrize("text, kind", AGREEMENT)
 def test_relevance_reads_values_with_the_values_module(text, kind):
     from docvqa_cli import values
-    from docvqa_cli.documents import Word
+    from docvqa_cli.reading.documents import Word
 
     words, x = [], 10.0
     for tok in f"Amount: {text}".split():

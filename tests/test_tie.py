@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from docvqa_cli.documents import Page, Word
 from docvqa_cli.errors import InputError, UsageError
 from docvqa_cli.options import ModelOptions
-from docvqa_cli.tiles import split
+from docvqa_cli.reading.documents import Page, Word
+from docvqa_cli.reading.tiles import split
 from docvqa_cli.vlm.families import idefics3
 from docvqa_cli.vlm.tie import Tie, layer_plan, use_tie
 from docvqa_cli.vlm.visual import VisualScorer, region_cells, visual_scorer
@@ -333,7 +333,8 @@ def test_training_steps_lower_the_loss(tiny_folder, tmp_path):
 def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, python):
     import subprocess
 
-    from docvqa_cli import documents, pipeline
+    from docvqa_cli import pipeline
+    from docvqa_cli.reading import documents
     from docvqa_cli.tune import tune
     from docvqa_cli.vlm.load import load_backend
 
@@ -363,7 +364,7 @@ def test_tune_save_resume_load_and_answer(tiny_folder, tmp_path, docq_env, pytho
     assert record.error is None and record.model.endswith("+tie") and isinstance(record.answer, str)
     scorer = visual_scorer(backend)
     assert scorer.uses_attention
-    from docvqa_cli import tiles as tiles_mod
+    from docvqa_cli.reading import tiles as tiles_mod
 
     ts = tiles_mod.split(pages[0], tile_px=backend.tile_px, max_tiles=backend.max_tiles)
     s = scorer("What is the total due?", ts)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from _tiny_qwen import build_tiny_qwen
 from test_tie import invoice_set, options, train_8_steps_lowers_both_losses, word_page
 from docvqa_cli.options import ModelOptions
-from docvqa_cli.tiles import split
+from docvqa_cli.reading.tiles import split
 from docvqa_cli.vlm.families import qwen as qwen_family
 from docvqa_cli.vlm.tie import Tie
 from docvqa_cli.vlm.visual import VisualScorer, region_cells
@@ -312,8 +312,9 @@ def test_training_steps_lower_both_losses(qwen3_folder, tmp_path):
 
 
 def test_tune_load_and_answer_through_the_pipeline(qwen3_folder, tmp_path):
-    from docvqa_cli import documents, pipeline
-    from docvqa_cli import tiles as tiles_mod
+    from docvqa_cli import pipeline
+    from docvqa_cli.reading import documents
+    from docvqa_cli.reading import tiles as tiles_mod
     from docvqa_cli.tune import tune
     from docvqa_cli.vlm.load import load_backend
 

@@ -1,4 +1,4 @@
-from docvqa_cli import documents, tiles
+from docvqa_cli.reading import documents, tiles
 
 
 def test_grid_follows_aspect_ratio_and_cap():

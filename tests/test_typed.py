@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DEV_DATA, SAMPLES
-from docvqa_cli import documents, grounding, typed
+from docvqa_cli import grounding, relevance, typed
 from docvqa_cli.batch.questions import read_questions
 from docvqa_cli.cli import main
 from docvqa_cli.errors import UsageError
+from docvqa_cli.reading import documents
 
 INVOICES = DEV_DATA / "invoices"
 needs_dev = pytest.mark.skipif(not INVOICES.is_dir(), reason=f"dev data not at {DEV_DATA}")
@@ -37,7 +38,7 @@ def _typed(doc, kind, text, date_order=None):
     ("Who is the seller?", "text"),
 ])
 def test_the_type_is_inferred_from_the_question(question, kind):
-    assert typed.infer_type(question) == kind
+    assert relevance.infer_type(question) == kind
 
 
 @needs_dev

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, values
+from docvqa_cli import values
+from docvqa_cli.reading import documents
 from docvqa_cli.values import Amount, Date, Duration, Id, Percent, Time
 
 # What relevance.py and grounding.py read differently before the values module (issue 12):

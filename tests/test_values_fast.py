@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
-from docvqa_cli import documents
+from docvqa_cli.reading import documents
 from docvqa_cli.values import dates, durations, find, find_values, group_lines, numbers
 
 DEV_INVOICES = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "invoices"

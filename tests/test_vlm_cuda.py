@@ -12,7 +12,8 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 def test_4bit_keeps_vision_and_connector_in_bf16_and_answers(tmp_path, invoice_pdf):
     bnb = pytest.importorskip("bitsandbytes")
     from _tiny_models import build_idefics3
-    from docvqa_cli import documents, pipeline
+    from docvqa_cli import pipeline
+    from docvqa_cli.reading import documents
     from docvqa_cli.vlm.load import load_backend
 
     folder = build_idefics3(tmp_path / "tiny")
@@ -40,7 +41,8 @@ def test_int4_quantises_the_language_model_keeps_vision_and_answers_compiled(tmp
 
     from _tiny_models import (IDEFICS3_SPECIAL, SMOLVLM_CHAT_TEMPLATE, idefics3_config, save_model_folder,
                               train_tokenizer)
-    from docvqa_cli import documents, pipeline
+    from docvqa_cli import pipeline
+    from docvqa_cli.reading import documents
     from docvqa_cli.vlm.load import load_backend
 
     tok = train_tokenizer(IDEFICS3_SPECIAL, bos_token="<|im_start|>", eos_token="<end_of_utterance>",

@@ -13,9 +13,10 @@ import torch
 
 from _tiny_models import build_idefics3
 from conftest import write_invoice_pdf
-from docvqa_cli import documents, pipeline, prompts, tiles
-from docvqa_cli.vlm.families import idefics3
+from docvqa_cli import pipeline, prompts
+from docvqa_cli.reading import documents, tiles
 from docvqa_cli.vlm.base import PageView, confidence_from_logprobs
+from docvqa_cli.vlm.families import idefics3
 from docvqa_cli.vlm.load import load_backend
 
 

@@ -13,7 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from docvqa_cli import documents, relevance, tiles  # noqa: E402
+from docvqa_cli import relevance  # noqa: E402
+from docvqa_cli.reading import documents, tiles  # noqa: E402
 from docvqa_cli.vlm.base import PageView  # noqa: E402
 from docvqa_cli.vlm.families import families  # noqa: E402
 from docvqa_cli.vlm.families.qwen import QwenBackend  # noqa: E402

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import IO, Callable, Sequence
 
-from docvqa_cli.documents import IMAGE_EXTENSIONS, sniff
+from docvqa_cli.reading.documents import IMAGE_EXTENSIONS, sniff
 
 DOCUMENT_EXTENSIONS = {".pdf"} | IMAGE_EXTENSIONS
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from docvqa_cli import records
-from docvqa_cli.documents import sniff
 from docvqa_cli.errors import JobIncomplete, UsageError
 from docvqa_cli.formats import Format
+from docvqa_cli.reading.documents import sniff
 
 FSYNC_INTERVAL_S = 1.0
 MIN_FREE_BYTES = 1 << 20  # -o's folder must have this much free space before the model loads

@@ -47,8 +47,9 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
     text; else inferred from the question). DOCS: files, folders (recursive), globs, or - to read paths from stdin.
     """
     from docvqa_cli import batch as batch_mod
-    from docvqa_cli import ocr, pipeline
+    from docvqa_cli import pipeline
     from docvqa_cli.errors import UsageError
+    from docvqa_cli.reading import ocr
     from docvqa_cli.records import check_output
 
     output, quiet = out.output, show.quiet
@@ -76,7 +77,7 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
     fmt = formats.get(formats.for_output(output, out.format), csv_raw=out.csv_raw, csv_bom=out.bom)
     if out.bom and fmt.name != "csv":
         raise UsageError(f"--bom is for CSV (the format here is {fmt.name}); add --format csv or an -o FILE.csv")
-    from docvqa_cli.reader import TimedLoader
+    from docvqa_cli.reading.reader import TimedLoader
 
     load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),

@@ -102,7 +102,7 @@ class OcrEngine(click.ParamType):
     def shell_complete(self, ctx, param, incomplete):
         from click.shell_completion import CompletionItem
 
-        from docvqa_cli import ocr
+        from docvqa_cli.reading import ocr
 
         return [CompletionItem(e) for e in ocr.ENGINES if e.startswith(incomplete)]
 
@@ -274,7 +274,7 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     which page is being read (and OCR'd) on ``progress``."""
     import time
 
-    from docvqa_cli import documents, ocr
+    from docvqa_cli.reading import documents, ocr
 
     ocr.check(read.ocr, read.ocr_lang)
     if doc == "-":
@@ -287,8 +287,8 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
         how = "OCR" if source.startswith("ocr") else "text layer" if source == "text" else "no text"
         show.status(f"{doc}: page {number} read ({how}); reading on")
 
-    if data is None:  # a file: read in a worker process under --doc-timeout (reader.py)
-        from docvqa_cli.reader import TimedLoader
+    if data is None:  # a file: read in a worker process under --doc-timeout (reading/reader.py)
+        from docvqa_cli.reading.reader import TimedLoader
 
         with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
             pages = loader(doc, on_page=on_page)
@@ -318,7 +318,7 @@ def open_model(model: opt.ModelOptions, visual: bool | None, progress: Progress,
 
 def document_keywords(read: opt.ReadOptions) -> dict:
     """``documents.load``'s keywords for ``read`` (its page spec parsed)."""
-    from docvqa_cli import documents
+    from docvqa_cli.reading import documents
 
     return dict(pages=documents.parse_pages(read.pages), dpi=read.dpi, password=read.password, ocr=read.ocr,
                 ocr_lang=read.ocr_lang)

@@ -36,7 +36,7 @@ def explain(doc, question, answer, tile_px, max_tiles, model, fmt, output, read,
     import json
 
     from docvqa_cli import explain as explain_mod
-    from docvqa_cli import tiles
+    from docvqa_cli.reading import tiles
 
     if output:
         explain_mod.check_output(output)

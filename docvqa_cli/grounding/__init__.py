@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from rapidfuzz.distance import Levenshtein
 
 from docvqa_cli import values
-from docvqa_cli.documents import Page, Word
+from docvqa_cli.reading.documents import Page, Word
 from docvqa_cli.grounding.page import (MAX_JUMPS, Occurrence, PageIndex, anchors, index, line_boxes, norm_text,
                                        starts_key)
 

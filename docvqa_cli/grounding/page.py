@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 from rapidfuzz.distance import Levenshtein
 
 from docvqa_cli import values
-from docvqa_cli.documents import Page, Word
+from docvqa_cli.reading.documents import Page, Word
 
 Box = tuple[float, float, float, float]
 

@@ -48,7 +48,8 @@ holds its centre counts for every tile it runs into, so that all of them are kep
 The package, one room per job (read in this order):
 
 - ``vocabulary``: tokens and stems of question and page words; ``fields.json`` tokenised.
-- ``question``: ``parse_question(text) -> Query`` (phrases, value kinds, usual place).
+- ``question``: ``parse_question(text) -> Query`` (phrases, value kinds, usual place) and
+  ``infer_type(text)``, the one type a question asks for (``typed`` reads that value).
 - ``pagetext``: ``analyse_page(words) -> PageText``, the question-independent analysis of a
   page (text lines, the kinds of value each word holds), cached per page.
 - ``index``: ``Doc(tiles)``, the tiles of a document mapped to their pages' words, and
@@ -57,12 +58,15 @@ The package, one room per job (read in this order):
   its ``applies(query)`` test; ``semantic``: the optional embedding scorer.
 - ``fusion``: ``score(question, tiles)``, the weighted mean of the scorers that apply.
 - ``selection``: ``budget`` and ``select``.
+- ``prompt_cap``: ``cap(kept)``, the kept tiles cut to ``--max-images`` images per prompt
+  (overviews plus tiles, best pages first), the memory budget of one question.
 """
 
 from docvqa_cli.relevance.fusion import WEIGHTS, TileScore, score, scorers
 from docvqa_cli.relevance.index import Doc, LabelMatch
 from docvqa_cli.relevance.pagetext import _PAGE_CACHE, LINE_KINDS, PageText, analyse_page, page_text  # noqa: F401
-from docvqa_cli.relevance.question import Query, parse_question
+from docvqa_cli.relevance.prompt_cap import cap, images
+from docvqa_cli.relevance.question import Query, infer_type, parse_question
 from docvqa_cli.relevance.scorers import (
     AnswerTypeScorer, LayoutScorer, LexicalScorer, PairScorer, Scorer, VisualHook, VisualScorer,
 )
@@ -73,6 +77,7 @@ from docvqa_cli.relevance.vocabulary import Vocabulary, tokens, vocabulary
 __all__ = [
     "DEFAULT_KEEP", "LINE_KINDS", "WEIGHTS", "AnswerTypeScorer", "Doc", "LabelMatch", "LayoutScorer",
     "LexicalScorer", "PageText", "PairScorer", "Query", "Scorer", "SemanticScorer", "TileScore",
-    "VisualHook", "VisualScorer", "Vocabulary", "analyse_page", "budget", "page_text", "parse_question",
-    "score", "scorers", "select", "semantic_default", "semantic_scorer", "tokens", "vocabulary",
+    "VisualHook", "VisualScorer", "Vocabulary", "analyse_page", "budget", "cap", "images", "infer_type",
+    "page_text", "parse_question", "score", "scorers", "select", "semantic_default", "semantic_scorer", "tokens",
+    "vocabulary",
 ]

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from docvqa_cli.documents import Word
+from docvqa_cli.reading.documents import Word
 from docvqa_cli.relevance.index import Doc
 from docvqa_cli.relevance.question import parse_question
 from docvqa_cli.relevance.scorers import (
     AnswerTypeScorer, LayoutScorer, LexicalScorer, PairScorer, Scorer, VisualHook, VisualScorer,
 )
+from docvqa_cli.reading.tiles import Tile
 from docvqa_cli.relevance.semantic import SemanticScorer, semantic_default, semantic_scorer
-from docvqa_cli.tiles import Tile
 
 TEXT_SCORERS: tuple[type[Scorer], ...] = (LexicalScorer, AnswerTypeScorer, PairScorer, LayoutScorer)
 WEIGHTS = {s.name: s.weight for s in (*TEXT_SCORERS, SemanticScorer, VisualScorer)}

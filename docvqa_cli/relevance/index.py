@@ -15,11 +15,11 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from docvqa_cli.documents import Word
+from docvqa_cli.reading.documents import Word
+from docvqa_cli.reading.tiles import Tile
 from docvqa_cli.relevance.pagetext import PageText, page_text
 from docvqa_cli.relevance.question import Query
 from docvqa_cli.relevance.vocabulary import _CONFUSE, _deletions
-from docvqa_cli.tiles import Tile
 
 # Document frequency: a phrase found on more than COMMON of the tiles that hold words counts
 # less and less, down to FLOOR of its weight on every tile; documents of fewer than MIN_TILES

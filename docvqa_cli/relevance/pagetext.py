@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from docvqa_cli.documents import Word
+from docvqa_cli.reading.documents import Word
 from docvqa_cli.relevance.vocabulary import Vocabulary, tokens, vocabulary, word_tokens
 from docvqa_cli.values import Found, find_values, group_lines
 

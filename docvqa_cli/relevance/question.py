@@ -3,6 +3,8 @@
 ``parse_question(text) -> Query``: the question's terms, the fields of ``fields.json`` it
 names ("invoice number", "how much"), their labels and synonyms as weighted phrases, the
 kinds of value wanted (amount, date, id, ...) and where the field usually sits.
+``infer_type(text)``: the one type of ``options.TYPES`` the question asks for (a record's
+``type`` and the typed value ``typed.read_typed`` reads).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Sequence
 
+from docvqa_cli.options import TYPES
 from docvqa_cli.relevance.vocabulary import tokens, vocabulary
 
 _WH_TYPES = {tuple(tokens(cue)): kind for cue, kind in (
@@ -110,3 +113,35 @@ def parse_question(question: str) -> Query:
     hints = frozenset().union(*(voc.fields[n]["hints"] for n in fields)) if fields else frozenset()
     return Query(question, terms, fields, phrases, tuple(types), where, hints)
 
+
+# What a question's own words say about the type, before the fields' types (which hold
+# every kind a field may have: "due" asks for the total's amount and the due date's date).
+# Checked in order; the first cue the question holds wins. Longer wh-phrases first.
+_CUES = (
+    ("percent", ("rate", "percent", "percentage", "%")),
+    ("duration", ("how long", "how many days", "how many weeks", "how many months", "how many years")),
+    ("date", ("when", "date", "day")),
+    ("time", ("what time",)),
+    ("amount", ("how much",)),
+    ("number", ("how many",)),
+    ("text", ("who", "where", "which", "how was")),
+    ("duration", ("period", "term", "duration")),
+    ("id", ("number", "no", "id", "reference", "ref", "code")),
+    ("amount", ("total", "subtotal", "amount", "price", "fee", "cost", "sum", "balance", "tax", "vat", "paid", "due",
+                "charge", "charged", "net", "gross")),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def infer_type(question: str) -> str:
+    """The type a question asks for ("What is the total?" -> amount, "When ...?" -> date,
+    "Who ...?" -> text): the first of ``_CUES`` its words hold, else the first value kind
+    ``parse_question`` reads in it that is one of ``TYPES``, else ``"text"``."""
+    words = " " + " ".join(tokens(question)) + " "
+    for kind, cues in _CUES:
+        if any(f" {' '.join(tokens(c)) or c} " in words for c in cues) or ("%" in cues and "%" in question):
+            return kind
+    for kind in parse_question(question).types:
+        if kind in TYPES:
+            return kind
+    return "text"

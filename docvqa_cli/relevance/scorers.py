@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from docvqa_cli.documents import Word
+from docvqa_cli.reading.documents import Word
+from docvqa_cli.reading.tiles import Tile
 from docvqa_cli.relevance.index import Doc
 from docvqa_cli.relevance.pagetext import LINE_KINDS
 from docvqa_cli.relevance.question import Query
-from docvqa_cli.tiles import Tile
 
 VisualHook = Callable[[str, Sequence[Tile]], Sequence[float]]
 

@@ -38,9 +38,9 @@ from typing import Any, Callable, ClassVar
 
 from PIL import Image
 
-from docvqa_cli.documents import Page
 from docvqa_cli.errors import UsageError
-from docvqa_cli.tiles import Tile
+from docvqa_cli.reading.documents import Page
+from docvqa_cli.reading.tiles import Tile
 
 
 @dataclass

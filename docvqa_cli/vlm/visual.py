@@ -103,7 +103,7 @@ class VisualScorer:
         return [scores[i] for i in range(len(tiles))]
 
     def _overview(self, page):
-        from docvqa_cli.tiles import overview
+        from docvqa_cli.reading.tiles import overview
 
         return overview(page)
 

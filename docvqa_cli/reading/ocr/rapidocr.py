@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from docvqa_cli.errors import EnvironmentProblem, UsageError
-from docvqa_cli.ocr import Engine, Word, register
 from docvqa_cli.options import DEFAULT_OCR_LANG
+from docvqa_cli.reading.ocr import Engine, Word, register
 
 
 @lru_cache(maxsize=1)

@@ -362,7 +362,7 @@ def _load_page(path, doc, is_pdf, n, dpi, ocr, ocr_lang, max_pixels, warn, lazy=
     # The scale actually rendered (the pixmap's size is rounded to whole pixels).
     scale = image.width / width
     if not words and ocr:
-        from docvqa_cli import ocr as ocr_mod
+        from docvqa_cli.reading import ocr as ocr_mod
 
         pixel_words = ocr_mod.read_words(image, engine=ocr, lang=ocr_lang)
         words = [

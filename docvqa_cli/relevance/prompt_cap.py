@@ -17,7 +17,7 @@ flat in the page count past the cap (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 from docvqa_cli.options import DEFAULT_MAX_IMAGES
-from docvqa_cli.relevance import TileScore
+from docvqa_cli.relevance.fusion import TileScore
 
 # DEFAULT_MAX_IMAGES (options.py): enough for the usual one- to three-page invoice at the
 # default keep (a page of 12 tiles keeps 6, plus its overview), small enough that a CPU holds

@@ -11,7 +11,7 @@ import subprocess
 from PIL import Image
 
 from docvqa_cli.errors import EnvironmentProblem
-from docvqa_cli.ocr import Engine, Word, register
+from docvqa_cli.reading.ocr import Engine, Word, register
 
 # Tesseract page segmentation mode 6 (one uniform block of text): on the 24 dev receipts it
 # read 20 totals, against 19 with mode 4 and 16 with the default mode 3, which drops lines

@@ -26,9 +26,9 @@ import signal
 import threading
 from multiprocessing.connection import Connection
 
-from docvqa_cli import documents
 from docvqa_cli.errors import DocqError, InputError
 from docvqa_cli.options import DEFAULT_DOC_TIMEOUT
+from docvqa_cli.reading import documents
 
 _STARTUP_LIMIT = 300  # seconds for a reading process to import docq (minutes only on a swamped machine)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from docvqa_cli.documents import Page, Word
+from docvqa_cli.reading.documents import Page, Word
 
 DEFAULT_TILE_PX = 512
 DEFAULT_MAX_TILES = 12
