@@ -52,7 +52,8 @@ from _real_models import build, models_dir, skip_reason  # noqa: E402
 from docvqa_cli import prompts, relevance  # noqa: E402
 from docvqa_cli.reading import documents, tiles  # noqa: E402
 from docvqa_cli.vlm.base import PageView  # noqa: E402
-from docvqa_cli.vlm.load import load_backend, quiet_waiting  # noqa: E402
+from docvqa_cli.vlm.load import load_backend  # noqa: E402
+from docvqa_cli.vlm.threads import quiet_waiting  # noqa: E402
 
 QUESTION = "What is the total amount due?"
 NAME = "SmolVLM-256M-Instruct"

@@ -1,4 +1,4 @@
-"""torch's OpenMP threads wait asleep under the docq command (vlm/load.py ``quiet_waiting``).
+"""torch's OpenMP threads wait asleep under the docq command (vlm/threads.py ``quiet_waiting``).
 
 The OpenMP runtime reads ``OMP_WAIT_POLICY`` once, when torch loads: the command must set it
 before anything imports torch, and leave a value the user set alone. The CPU time it saves
@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from docvqa_cli.vlm.load import OMP_WAIT_POLICY, quiet_waiting
+from docvqa_cli.vlm.threads import OMP_WAIT_POLICY, quiet_waiting
 
 # Runs `docq doctor` in a fresh interpreter and prints OMP_WAIT_POLICY as it was when torch
 # was first imported ("unset" if it was not set then, "never" if torch was never imported).

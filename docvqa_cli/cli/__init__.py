@@ -15,7 +15,7 @@ import click
 from docvqa_cli import __version__
 from docvqa_cli.cli import ask, batch, doctor, explain, export, ground, models, tune
 from docvqa_cli.cli.common import console, handle_errors  # noqa: F401 (the commands' shared helpers)
-from docvqa_cli.vlm.load import quiet_waiting
+from docvqa_cli.vlm.threads import quiet_waiting
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

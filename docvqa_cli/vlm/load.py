@@ -14,11 +14,7 @@ The model dtype (``resolve_dtype``, ``--dtype auto``): on CUDA bf16 where the ca
 it, else fp16 (T4, RTX 20xx); on the CPU bf16 where the processor computes it natively
 (AMX-BF16 or AVX512-BF16, or the Arm BF16 extension), else float32.
 
-CPU threads (``quiet_waiting``, called by the ``docq`` command before torch is imported):
-torch's OpenMP threads sleep while they wait for each other (``OMP_WAIT_POLICY=PASSIVE``)
-instead of spinning, unless the user set ``OMP_WAIT_POLICY``. Same threads, same answers;
-on a busy machine (more runnable jobs than cores) a spinning thread burns the CPU its
-partner needs: measured 1.5x less CPU time per SmolVLM-256M question (benchmarks/RESULTS.md).
+How torch's CPU threads wait is set before torch loads, by the command: ``vlm/threads.py``.
 """
 
 from __future__ import annotations
@@ -49,18 +45,6 @@ GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the KV caches and activati
 INT4_GROUP_SIZE = 128  # torchao int4 weight-only: weights share a scale per 128 inputs
 # /proc/cpuinfo flags of a CPU that computes bf16 natively (x86 AMX / AVX512, Arm).
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
-OMP_WAIT_POLICY = "PASSIVE"  # torch's OpenMP threads sleep, not spin, while they wait (quiet_waiting)
-
-def quiet_waiting(environ=os.environ) -> bool:
-    """Let torch's OpenMP threads wait asleep: ``OMP_WAIT_POLICY`` set to ``PASSIVE`` in
-    ``environ`` unless already set. The OpenMP runtime reads it once, when torch loads, so
-    this only acts before torch is imported (True then); child processes (the reader, Ray
-    workers) inherit it."""
-    if "torch" in sys.modules:
-        return False
-    environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
-    return True
-
 
 def _say(line: str) -> None:
     print(f"docq: {line}", file=sys.stderr)
