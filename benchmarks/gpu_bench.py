@@ -362,8 +362,8 @@ def main(argv=None) -> int:
            bf16_tflops=round(rate / 1e12, 1), new_tokens=args.new_tokens, questions=len(questions))
 
     def fresh():
-        """Before every timed run: no overview features kept from an earlier run."""
-        cache = getattr(backend, "_overview_features", None)
+        """Before every timed run: no image features kept from an earlier run."""
+        cache = getattr(backend, "_image_features", None)
         if cache is not None:
             cache.clear()
 

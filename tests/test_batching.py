@@ -190,32 +190,113 @@ def test_prompt_settings_are_read_and_left_out_of_the_prompt():
         prompts.settings("# max_new_tokens: many\n{question}")
 
 
-def test_overview_features_are_reused_with_the_same_tokens(backend, pages):
-    if not getattr(backend, "reuse_overviews", False):
-        pytest.skip(f"{backend.family}: overviews are encoded with every question (see its module)")
-    items = items_for(backend, pages)
-    inputs = [backend._preprocess(q, v, PROMPT) for q, v in items]
-    backend.reuse_overviews = False
-    try:
-        fresh = backend.forward_batch(inputs, NEW)
-    finally:
-        backend.reuse_overviews = True
-    backend._overview_features.clear()
+def encoder_calls(backend):
+    """A list that gets the image count of each vision-encoder call (and its hook)."""
     seen = []
     hook = backend.model.model.vision_model.register_forward_hook(
         lambda m, a, kw, out: seen.append(kw["pixel_values"].shape[0]), with_kwargs=True)
+    return seen, hook
+
+
+def fresh_tokens(backend, inputs):
+    """The batch's outputs with every image encoded from its pixels (no kept features)."""
+    backend.reuse_features = False
+    try:
+        return backend.forward_batch(inputs, NEW)
+    finally:
+        backend.reuse_features = True
+
+
+def same_outputs(expected, got):
+    for a, b in zip(expected, got):
+        assert a["tokens"].tolist() == b["tokens"].tolist()
+        torch.testing.assert_close(b["logprobs"], a["logprobs"], atol=1e-4, rtol=1e-4)
+
+
+def test_image_features_are_reused_with_the_same_tokens(backend, pages):
+    if not getattr(backend, "reuse_features", False):
+        pytest.skip(f"{backend.family}: every image is encoded with every question (see its module)")
+    items = items_for(backend, pages)
+    inputs = [backend._preprocess(q, v, PROMPT) for q, v in items]
+    fresh = fresh_tokens(backend, inputs)
+    images = sum(i["images_encoded"] for i in inputs)
+    tiles_only = sum(len(v.tiles) for _, views in items for v in views)
+    distinct = len({id(t) for _, views in items for v in views for t in v.tiles})
+    assert images > tiles_only + 2 and tiles_only > distinct  # questions share 2 overviews and some tiles
+    # As docq did before: the overviews' features kept, each question's tiles encoded.
+    backend._image_features.clear()
+    backend.reuse_tiles = False
+    seen, hook = encoder_calls(backend)
+    try:
+        old = [backend.forward_batch(inputs, NEW), backend.forward_batch(inputs, NEW)]
+    finally:
+        hook.remove()
+        backend.reuse_tiles = True
+    assert seen == [tiles_only + 2, tiles_only]
+    # Today: each tile and overview encoded once, shared within the batch, then kept.
+    backend._image_features.clear()
+    seen, hook = encoder_calls(backend)
     try:
         first = backend.forward_batch(inputs, NEW)
         again = backend.forward_batch(inputs, NEW)
     finally:
         hook.remove()
-    images = sum(i["images_encoded"] for i in inputs)
-    tiles_only = sum(len(v.tiles) for _, views in items for v in views)
-    assert seen == [tiles_only + 2, tiles_only]  # the 2 pages' overviews are encoded once
-    assert images > tiles_only + 2  # several questions share those 2 overviews
-    for a, b, c in zip(fresh, first, again):
-        assert a["tokens"].tolist() == b["tokens"].tolist() == c["tokens"].tolist()
-        torch.testing.assert_close(c["logprobs"], a["logprobs"], atol=1e-4, rtol=1e-4)
+    assert seen == [distinct + 2]  # the second batch encodes nothing
+    for got in old + [first, again]:
+        same_outputs(fresh, got)
+
+
+def test_tile_features_are_kept_per_document_and_never_cross_documents(backend, tmp_path):
+    """Two documents whose tiles have the same pages and indexes: the second gets its own
+    features (a key by page and index would hand it the first one's), and the first one's
+    pages are freed with it (the kept features hold them weakly)."""
+    import gc
+    import weakref
+    from pathlib import Path
+
+    if not getattr(backend, "reuse_features", False):
+        pytest.skip(f"{backend.family}: every image is encoded with every question (see its module)")
+
+    def items(path, questions):
+        page = documents.load(str(path))[0]
+        cut = tiles.split(page, tile_px=backend.tile_px, max_tiles=backend.max_tiles)
+        overview = tiles.overview(page, max_px=backend.tile_px)
+        return page, [(q, [PageView(page, overview, cut[a:b])]) for q, (a, b) in questions]
+
+    backend._image_features.clear()
+    page_a, items_a = items(write_invoice_pdf(tmp_path / "a.pdf"), [("Total?", (0, 3)), ("Date?", (1, 4))])
+    inputs_a = [backend._preprocess(q, v, PROMPT) for q, v in items_a]
+    later_a = backend._preprocess("Who pays?", [PageView(page_a, items_a[0][1][0].overview,
+                                                         items_a[1][1][0].tiles[1:])], PROMPT)
+    seen, hook = encoder_calls(backend)
+    try:
+        batch_a = backend.forward_batch(inputs_a, NEW)
+        alone_a = backend.forward(later_a, NEW)  # its 2 tiles and the overview: all kept
+    finally:
+        hook.remove()
+    assert seen == [4 + 1]
+    same_outputs(fresh_tokens(backend, inputs_a) + fresh_tokens(backend, [later_a]), batch_a + [alone_a])
+
+    sample = Path(__file__).resolve().parent.parent / "sample_docs" / "invoice.pdf"
+    page_b, items_b = items(sample, [("Total?", (0, 3))])
+    inputs_b = [backend._preprocess(q, v, PROMPT) for q, v in items_b]
+    assert [t.key for t in items_b[0][1][0].tiles] == [t.key for t in items_a[0][1][0].tiles]
+    seen, hook = encoder_calls(backend)
+    try:
+        got_b = backend.forward_batch(inputs_b, NEW)
+    finally:
+        hook.remove()
+    assert seen == [3 + 1]  # nothing of document a's is taken
+    same_outputs(fresh_tokens(backend, inputs_b), got_b)
+    other = fresh_tokens(backend, inputs_a[:1])[0]["logprobs"]  # same question, same tile keys
+    assert not torch.allclose(got_b[0]["logprobs"][: len(other)], other[: len(got_b[0]["logprobs"])], atol=1e-3)
+
+    gone = weakref.ref(page_a)
+    del page_a, items_a, inputs_a, later_a
+    gc.collect()
+    assert gone() is None  # the kept features do not hold document a's pages
+    backend.forward_batch(inputs_b, NEW)
+    assert len(backend._image_features) == 3 + 1  # document a's entries are dropped
 
 
 def test_tie_batches_condition_each_item_on_its_own_question(backend, pages, tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from conftest import INVOICE_LINES, write_invoice_pdf
 from docvqa_cli import batch, formats, pipeline
 from docvqa_cli.batch import ray as ray_engine
-from docvqa_cli.options import ModelOptions
+from docvqa_cli.options import AnswerOptions, ModelOptions
 from docvqa_cli.reading import documents
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
@@ -63,7 +63,7 @@ def job(tmp_path_factory):
 
 def answerer_for(model: Path):
     open_backend = functools.partial(pipeline.open_backend, ModelOptions(str(model), "cpu", "none"))
-    return batch.model_answerer(open_backend, None, 4)
+    return batch.model_answerer(open_backend, AnswerOptions(max_new_tokens=4))
 
 
 LOAD = functools.partial(documents.load, ocr="rapidocr")
@@ -163,6 +163,60 @@ def test_a_worker_that_dies_loses_no_records_and_a_poisonous_file_is_error_recor
     assert summary.answered == 9
 
 
+def answerer_killed_by(model, name, victim, marker):
+    make = answerer_for(model)
+
+    def killing_make():
+        step = make()
+
+        class Killed:  # the real answer step, except that the document named ``name`` kills its
+            # worker at every try, and ``victim`` is lost once with an answering actor of the
+            # first pass (as a document queued on an actor that a neighbour kills is; it may
+            # also be lost beside the killer without being called: either way, in the first pass)
+            batch_size, model_name, answer_many = step.batch_size, step.model_name, step.answer_many
+
+            def answer(self, pages, questions, keep):
+                import ray
+
+                if pages[0].doc.endswith(name):
+                    os._exit(1)
+                in_actor = ray.get_runtime_context().get_actor_id() is not None
+                if pages[0].doc.endswith(victim) and in_actor and not os.path.exists(marker):
+                    Path(marker).write_text("died")
+                    os._exit(1)
+                return step.answer(pages, questions, keep)
+
+        return Killed()
+
+    return killing_make
+
+
+def test_a_document_that_kills_the_answering_actor_costs_only_its_own_records(ray_session, job, tmp_path,
+                                                                              monkeypatch):
+    # No task retries: a document lost with its actor (here inv1, in the first pass; the
+    # killer, always) fails in the first pass at once, and only the retry pass (each document
+    # in a worker of its own) can give inv1 its answers. Without it, inv1 gets error records.
+    monkeypatch.setattr(ray_engine, "ANSWER_RETRIES", 0)
+    killer = str(write_invoice_pdf(tmp_path / "killer.pdf"))
+    good = job["docs"][:3]
+    docs = [good[0], killer, *good[1:]]
+    out = tmp_path / "out.jsonl"
+    marker = tmp_path / "victim-died"
+    answerer = answerer_killed_by(job["model"], "killer.pdf", "inv1.pdf", str(marker))
+    said: list[str] = []
+    engine = ray_engine.RayEngine(LOAD, answerer, device="cpu", say=said.append)
+    summary = run(job, out, engine=engine, answerer=answerer, docs=docs)
+    got = rows(out)
+    assert sorted((r["doc"], r["question_id"]) for r in got) == sorted((d, q.id) for d in docs for q in QUESTIONS)
+    assert sorted(r["doc"] for r in got if r["error"]) == [killer] * 3
+    assert all("died on it at every try" in r["error"] for r in got if r["error"])
+    assert summary.answered == 9
+    assert any("tried again, each in a worker of its own" in line for line in said), said
+    # Resume after it: nothing is answered twice, one record per pair stays.
+    again = run(job, out, engine=engine, answerer=answerer, docs=docs)
+    assert (again.skipped, again.answered, again.errors) == (12, 0, 0) and rows(out) == got
+
+
 def test_cli_joins_a_running_ray_stdout_carries_only_records_and_a_bad_model_exits_3(ray_session, job, tmp_path):
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
@@ -215,3 +269,10 @@ def test_one_actor_per_gpu_or_one_cpu_actor():
     assert ray_engine.plan_actors(8.0, "cpu", None) == (1, 0)
     assert ray_engine.plan_actors(0.0, None, None) == (1, 0)
     assert ray_engine.plan_actors(4.0, "cuda", 2) == (2, 1)
+
+
+def test_undelivered_documents_are_tried_again_alone_once_when_more_than_the_killer_is_left():
+    assert ray_engine.retry_alone(3, alone=False)  # the killer and the documents queued with it
+    assert not ray_engine.retry_alone(1, alone=False)  # the killer alone: it had its retries
+    assert not ray_engine.retry_alone(0, alone=False)
+    assert not ray_engine.retry_alone(3, alone=True)  # tried one at a time already: error records

@@ -23,8 +23,15 @@ tasks up to ``LOAD_RETRIES`` times; an actor is restarted and its document retri
 ``ANSWER_RETRIES`` times). Ray's delivery is therefore at least once: a document may be
 answered twice, and the driver keeps the first delivery (a pair already written is never
 written again). A document on which workers die every time is dropped by Ray after its
-retries (``max_errored_blocks`` is unlimited for this job) and gets error records at the
-end, so one poisonous file cannot stop a night's run.
+retries (``max_errored_blocks`` is unlimited for this job). An actor that dies takes with it
+every document queued on it, and those good documents may run out of retries beside the one
+that killed it: so when more than one document was not delivered, they are tried again, once,
+each read and answered by a Ray task of its own (``retry_alone``, ``_answer_alone``). A death
+then takes only its own document; and a task needs one CPU (and GPU) for itself alone, so the
+pass goes on even while an actor of the first pass still holds its share of a small cluster
+(a second Ray Data pass could hang there for good: its actor took the last free CPU and its
+load tasks waited for the old actor's). Only what fails then (the poisonous file) gets error
+records, so one file cannot stop a night's run nor cost its neighbours their answers.
 
 Documents are read by path on the workers: on a cluster, DOCS must be at the same path on
 every node (a shared file system). The docq package itself travels with the job
@@ -34,6 +41,7 @@ be installed on the nodes.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -138,6 +146,13 @@ class _AnswerActor:
         return {"doc": doc, "records": json.dumps([a.to_dict() for a in answers], ensure_ascii=False), "fatal": ""}
 
 
+def _answer_alone(row: dict, load: LoadFn, answerer: Callable[[], AnswerStep], keep: float,
+                  model_name: str | None) -> dict:
+    """Task of the retry pass: one document read and answered in a worker of its own (the
+    model loaded for it alone), so that a worker death takes no other document with it."""
+    return _AnswerActor(answerer, keep, model_name)(_load_row(row, load))
+
+
 # --- the engine (runs in the driver) ---------------------------------------------------------
 
 def plan_actors(cluster_gpus: float, device: str | None, actors: int | None) -> tuple[int, int]:
@@ -190,30 +205,28 @@ class RayEngine:
             self.say(f"Ray: {n_actors} answering actor{'s' if n_actors > 1 else ''}"
                      f"{' on 1 GPU each' if gpus_each else ' on CPU'}, "
                      f"{int(ray.cluster_resources().get('CPU', 0))} CPUs in the cluster")
-            items = [{"doc": doc, "path": os.path.abspath(doc),
-                      "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
-                     for doc, qs in todo]
-            ds = ray.data.from_items(items, override_num_blocks=len(items))  # one document a block
-            with warnings.catch_warnings():
-                # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
-                ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
-                                                              "model_name": self.model_name},
-                            concurrency=n_actors, num_gpus=gpus_each, num_cpus=1,
-                            max_restarts=-1, max_task_retries=ANSWER_RETRIES)
             seen: set[str] = set()
-            for row in ds.iter_rows():
-                if row["fatal"]:
-                    kind, message = json.loads(row["fatal"])
-                    raise (UsageError if kind == "UsageError" else EnvironmentProblem)(message)
-                doc = row["doc"]
-                if doc in seen:  # delivered again after a retry: the first one was written
-                    continue
-                seen.add(doc)
-                yield doc, [records.Answer.from_dict(d) for d in json.loads(row["records"])]
-                if stop.flag:
-                    return
+            pending = list(todo)
+            for alone in (False, True):
+                rows = (self._alone(ray, pending, keep, n_actors, gpus_each) if alone
+                        else self._rows(ray, pending, keep, n_actors, gpus_each))
+                for row in rows:
+                    if row["fatal"]:
+                        kind, message = json.loads(row["fatal"])
+                        raise (UsageError if kind == "UsageError" else EnvironmentProblem)(message)
+                    doc = row["doc"]
+                    if doc in seen:  # delivered again after a retry: the first one was written
+                        continue
+                    seen.add(doc)
+                    yield doc, [records.Answer.from_dict(d) for d in json.loads(row["records"])]
+                    if stop.flag:
+                        return
+                pending = [(d, qs) for d, qs in pending if d not in seen]
+                if not retry_alone(len(pending), alone):
+                    break
+                self.say(f"Ray: an answering actor died; {len(pending)} documents it held are tried again, "
+                         "each in a worker of its own")
+                gc.collect()  # the first pass's actor handles, if a reference cycle still holds them
             questions = dict(todo)
             for doc in (d for d, _ in todo if d not in seen):
                 message = f"{doc}: the Ray workers died on it at every try (see Ray's logs)"
@@ -230,6 +243,61 @@ class RayEngine:
                     ray.shutdown()
             finally:
                 sys.stdout = real_stdout
+
+
+    def _items(self, todo) -> list[dict]:
+        """The rows sent to Ray: ``{doc, path, questions}``, the questions as JSON."""
+        return [{"doc": doc, "path": os.path.abspath(doc),
+                 "questions": json.dumps([[q.id, q.text] for q in qs], ensure_ascii=False)}
+                for doc, qs in todo]
+
+    def _rows(self, ray, todo, keep: float, n_actors: int, gpus_each: int):
+        """The first pass, on Ray Data: rows ``{doc, records, fatal}`` as they come."""
+        items = self._items(todo)
+        ds = ray.data.from_items(items, override_num_blocks=len(items))  # one document a block
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameters for retries yet; revisit before Ray 2.64.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            ds = ds.map(_load_row, fn_kwargs={"load": self.load}, num_cpus=1, max_retries=LOAD_RETRIES)
+            ds = ds.map(_AnswerActor, fn_constructor_kwargs={"answerer": self.answerer, "keep": keep,
+                                                          "model_name": self.model_name},
+                        concurrency=n_actors, num_gpus=gpus_each, num_cpus=1,
+                        max_restarts=-1, max_task_retries=ANSWER_RETRIES)
+        return ds.iter_rows()
+
+    def _alone(self, ray, todo, keep: float, n_actors: int, gpus_each: int):
+        """The retry pass: each document read and answered by a task of its own, at most
+        ``n_actors`` at a time (as many models in memory as the first pass had), no task
+        retried. Rows ``{doc, records, fatal}`` as they come; a document whose worker died
+        again yields none."""
+        task = ray.remote(_answer_alone).options(num_cpus=1, num_gpus=gpus_each, max_retries=0)
+        waiting = self._items(todo)
+        running: list = []  # the tasks' object refs
+        try:
+            while waiting or running:
+                while waiting and len(running) < n_actors:
+                    running.append(task.remote(waiting.pop(0), self.load, self.answerer, keep, self.model_name))
+                done, _ = ray.wait(running, num_returns=1)
+                for ref in done:
+                    running.remove(ref)
+                    try:
+                        row = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        if _docq_cause(exc) is not None:
+                            raise
+                        continue  # its worker died (or it failed) again: error records at the end
+                    yield row
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+
+
+def retry_alone(undelivered: int, alone: bool) -> bool:
+    """Whether the documents a pass could not deliver are tried again, each in a worker of
+    its own: when more than one is left (a dying actor takes every document queued on it, and
+    one of them may be its only killer) and they have not been tried that way yet. One
+    document left alone is the killer itself; it already had its retries."""
+    return undelivered > 1 and not alone
 
 
 def _docq_cause(exc: BaseException) -> DocqError | None:

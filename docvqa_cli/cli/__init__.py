@@ -15,6 +15,7 @@ import click
 from docvqa_cli import __version__
 from docvqa_cli.cli import ask, batch, doctor, explain, export, ground, models, tune
 from docvqa_cli.cli.common import console, handle_errors  # noqa: F401 (the commands' shared helpers)
+from docvqa_cli.vlm.threads import quiet_waiting
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +27,7 @@ def main(debug: bool) -> None:
     Shell completion: eval "$(_DOCQ_COMPLETE=bash_source docq)" in ~/.bashrc
     (zsh_source for zsh, fish_source for fish); see the README.
     """
+    quiet_waiting()  # before any command imports torch
 
 
 for _command in (doctor.doctor, models.models, ask.ask, ground.ground, tune.tune, explain.explain, batch.batch,

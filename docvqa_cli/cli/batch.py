@@ -80,9 +80,8 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
     from docvqa_cli.reading.reader import TimedLoader
 
     load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
-    answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
-                                        answer.prompt, answer.max_new_tokens, answer.batch_size,
-                                        {q.id: q.type for q in questions if q.type}, answer.date_order)
+    answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual), answer,
+                                        {q.id: q.type for q in questions if q.type})
     runner = None
     if engine == "ray":
         from docvqa_cli.batch import ray as ray_engine

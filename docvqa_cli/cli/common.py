@@ -180,7 +180,19 @@ _ANSWER = {
     "date_order": (("--date-order",), dict(type=click.Choice(opt.DATE_ORDERS), default=opt.AnswerOptions.date_order,
                    help="How a date such as 02/03/2024 reads when the document's other dates do not settle "
                         "day/month order (default: its value stays null, noted as ambiguous).")),
+    "max_images": (("--max-images",), dict(type=int, default=opt.AnswerOptions.max_images, show_default=True,
+                   metavar="N", callback=lambda ctx, param, value: _at_least_two_images(value),
+                   help="Most images (page overviews plus kept tiles) in one question's prompt: bounds the "
+                        "memory of one question on a long document; the best pages' tiles are kept within it.")),
 }
+
+
+def _at_least_two_images(value: int) -> int:
+    if value < opt.MIN_MAX_IMAGES:
+        raise click.BadParameter(f"{value}: must be at least {opt.MIN_MAX_IMAGES} (a page shown in the prompt "
+                                 "costs its overview plus one tile)")
+    return value
+
 
 _OUTPUT = {
     "format": (("--format",), dict(type=click.Choice(formats.names()), default=opt.OutputOptions.format,

@@ -13,6 +13,8 @@ unquantised; ``int4`` (torchao int4 weight-only, whose decode transformers may c
 The model dtype (``resolve_dtype``, ``--dtype auto``): on CUDA bf16 where the card supports
 it, else fp16 (T4, RTX 20xx); on the CPU bf16 where the processor computes it natively
 (AMX-BF16 or AVX512-BF16, or the Arm BF16 extension), else float32.
+
+How torch's CPU threads wait is set before torch loads, by the command: ``vlm/threads.py``.
 """
 
 from __future__ import annotations

@@ -11,12 +11,17 @@ grid), so the vision encoder never sees a dropped tile.
 
 Batching (``forward_batch``): prompts are left-padded; each item's images are padded with
 all-zero images (which Idefics3 drops before its encoder) to a common count. The vision
-encoder runs once per batch over every kept tile of every item; a page's overview is encoded
-once and its image features (after the connector) are reused by every later question on that
-page, passed to ``generate`` as ``mm_encoder_outputs`` (transformers >= 5.20; older versions
-and TIE, whose encoder depends on the question, encode everything every time). Each image is
-encoded on its own (SigLIP attends within an image; the connector works per image), so the
-features are the same as in one encoder call over all images.
+encoder runs once per batch over the images not encoded yet. Without TIE an image's features
+(after the connector) do not depend on the question, so each kept tile and each page's
+overview is encoded once per document: the features are kept (``_image_features``) and
+reused by every later question, and by the other questions of the same batch that keep the
+same tile, passed to ``generate`` as ``mm_encoder_outputs`` (transformers >= 5.20; older
+versions and TIE, whose encoder depends on the question, encode everything every time). The
+features are kept under the ``Tile`` object (one per tile and document:
+``pipeline.document_tiles``) or the overview image, held weakly: a tile holds its page, whose
+rendered image is megabytes, so a document's features go with the document, never keep it
+alive. Each image is encoded on its own (SigLIP attends within an image; the connector works
+per image), so the features are the same as in one encoder call over all images.
 
 Grids larger than the 6 x 6 markers the tokenizer has are mapped onto them proportionally.
 The processor is loaded as its image processor and tokenizer (not ``AutoProcessor``):
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
@@ -43,7 +49,11 @@ IMAGE = "<image>"
 GLOBAL = "<global-img>"
 END_OF_UTTERANCE = "<end_of_utterance>"
 MAX_MARKER = 6  # the tokenizer has <row_1_col_1> .. <row_6_col_6>
-OVERVIEW_CACHE = 64  # pages whose overview features are kept (a few hundred KB each)
+# Images (kept tiles and overviews) whose features are kept for later questions: each is
+# image_seq_len x the language model's width, 64 x 576 x 4 bytes = 147 KB for SmolVLM-256M in
+# float32 (81 x 2048 x 2 = 330 KB for SmolVLM-Instruct in bfloat16), 38 to 85 MB for all 256:
+# the 13 images of 20 pages of 12 tiles (a document's dead entries are dropped first).
+FEATURE_CACHE = 256
 
 
 def _marker_index(i: int, n: int) -> int:
@@ -141,10 +151,13 @@ class Idefics3Backend(Backend):
         self.eos_ids = sorted(i for i in stop if isinstance(i, int) and i >= 0)
         self.image_tokens_per_image = self.image_seq_len
         self.vision_patches_per_token = int(config.scale_factor) ** 2  # pixel shuffle: 9 for SmolVLM
-        # Reuse of overview features: on where generate takes pre-encoded images.
+        # Reuse of image features: on where generate takes pre-encoded images; reuse_tiles off
+        # keeps the overviews' only (as docq did before: the benchmarks' old path).
         params = inspect.signature(model.forward).parameters
-        self.reuse_overviews = "mm_encoder_outputs" in params
-        self._overview_features: OrderedDict = OrderedDict()  # id(image) -> (image, features)
+        self.reuse_features = "mm_encoder_outputs" in params
+        self.reuse_tiles = True
+        # id(tile or overview image) -> (weakref to it, its features (seq, D)), least recent first
+        self._image_features: OrderedDict = OrderedDict()
 
     @classmethod
     def load_processor(cls, name: str, **kwargs):
@@ -171,12 +184,12 @@ class Idefics3Backend(Backend):
 
     def preprocess(self, question: str, views: list[PageView], prompt: str) -> dict:
         # Order must follow the prompt: each page's kept tiles, then its overview.
-        images, overviews = [], []
+        images, sources = [], []
         for view in views:
             images.extend(tile.image for tile in view.tiles)
-            overviews.extend([None] * len(view.tiles))
+            sources.extend(view.tiles)
             images.append(view.overview)
-            overviews.append(view.overview)
+            sources.append(view.overview)
         text = self.chat_text(image_block(views, self.image_seq_len), prompts.render(prompt, question))
         # size: each image straight to the native tile (the processor's default first scales
         # every image up to 4x the tile, e.g. 1536 px, then back down: 5x slower, same input).
@@ -195,7 +208,7 @@ class Idefics3Backend(Backend):
             "pixel_attention_mask": pixels["pixel_attention_mask"],
             "image_tokens": image_tokens,
             "images_encoded": len(images),
-            "overviews": overviews,  # per image: the overview image object, None for a tile
+            "sources": sources,  # per image: its Tile, or the overview image (the features' keys)
             "page": (views[0].page.number, views[0].page.width, views[0].page.height) if views else None,
         }
 
@@ -241,27 +254,38 @@ class Idefics3Backend(Backend):
         feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
         return feats.reshape(pixel_values.shape[0], self.image_seq_len, -1)
 
+    def _source(self, source):
+        """The key object of an image's kept features (its Tile, or the overview image), or None
+        where they are not kept (a tile with ``reuse_tiles`` off)."""
+        from PIL import Image
+
+        return source if self.reuse_tiles or isinstance(source, Image.Image) else None
+
     def _features(self, inputs: list[dict]) -> list:
-        """Per item, its images' features in prompt order (flat (n * seq, D)); the tiles of the
-        whole batch and the overviews not cached yet are encoded in one call."""
+        """Per item, its images' features in prompt order (flat (n * seq, D)); the images of the
+        whole batch whose features are not kept yet are encoded in one call, each once."""
         import torch
 
-        todo, where = [], []  # (pixels, mask) to encode; per image: ("new", k, overview) or ("cached", feats)
-        pending: dict[int, int] = {}  # id(overview) -> its index in todo (an overview shared in the batch)
+        kept = self._image_features
+        for key in [k for k, (ref, _) in kept.items() if ref() is None]:  # documents gone
+            del kept[key]
+        todo, where = [], []  # (pixels, mask) to encode; per image: ("new", k, source) or ("kept", feats)
+        pending: dict[int, int] = {}  # id(source) -> its index in todo (an image shared in the batch)
         for item in inputs:
             pv, pm = item["pixel_values"][0], item["pixel_attention_mask"][0]
             places = []
-            for j, ov in enumerate(item["overviews"]):
-                hit = self._overview_features.get(id(ov)) if ov is not None else None
-                if hit is not None and hit[0] is ov:
-                    self._overview_features.move_to_end(id(ov))
-                    places.append(("cached", hit[1]))
-                elif ov is not None and id(ov) in pending:
-                    places.append(("new", pending[id(ov)], ov))
+            for j, source in enumerate(item["sources"]):
+                source = self._source(source)
+                hit = kept.get(id(source)) if source is not None else None
+                if hit is not None and hit[0]() is source:
+                    kept.move_to_end(id(source))
+                    places.append(("kept", hit[1]))
+                elif source is not None and id(source) in pending:
+                    places.append(("new", pending[id(source)], source))
                 else:
-                    if ov is not None:
-                        pending[id(ov)] = len(todo)
-                    places.append(("new", len(todo), ov))
+                    if source is not None:
+                        pending[id(source)] = len(todo)
+                    places.append(("new", len(todo), source))
                     todo.append((pv[j], pm[j]))
             where.append(places)
         encoded = None
@@ -278,14 +302,14 @@ class Idefics3Backend(Backend):
         for places in where:
             feats = []
             for place in places:
-                if place[0] == "cached":
+                if place[0] == "kept":
                     feats.append(place[1])
                     continue
                 f = encoded[place[1]]
                 if place[2] is not None:
-                    self._overview_features[id(place[2])] = (place[2], f)
-                    while len(self._overview_features) > OVERVIEW_CACHE:
-                        self._overview_features.popitem(last=False)
+                    kept[id(place[2])] = (weakref.ref(place[2]), f)
+                    while len(kept) > FEATURE_CACHE:
+                        kept.popitem(last=False)
                 feats.append(f)
             rows.append(torch.cat(feats, dim=0))
         return rows
@@ -294,7 +318,7 @@ class Idefics3Backend(Backend):
         device = self.model.device
         ids, mask = left_pad([i["input_ids"] for i in inputs], self.tokenizer.pad_token_id, self.pad_multiple())
         tensors = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        if self.reuse_overviews and self.tie is None:
+        if self.reuse_features and self.tie is None:
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
             tensors["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=self._features(inputs))}

@@ -23,9 +23,10 @@ a flat list of patches and ``image_grid_thw`` one row per image); Qwen's M-RoPE 
 are computed from the attention mask, so padding does not move them. With TIE adapters
 (``backend.tie``) each image's patches are conditioned on its own item's question
 (``tie_groups``: image -> item; ``vlm/tie.py`` finds each image's run in the packed
-sequence from ``grid_thw``). The overview is encoded with every question (no
-reuse): Qwen3-VL feeds the language model extra per-layer ("deepstack") visual features
-next to the merged image tokens, so pre-encoded images would have to carry those too.
+sequence from ``grid_thw``). Every image, kept tiles and overview, is encoded with every
+question (no reuse, unlike ``idefics3``): Qwen3-VL feeds the language model extra per-layer
+("deepstack") visual features next to the merged image tokens, so pre-encoded images would
+have to carry and reassemble those too.
 
 Boxes the model writes in its answer map back to page points through the image they name
 (``boxes.py``). ``TIE_SPEC`` tells TIE and the visual scorer where the encoder's blocks
