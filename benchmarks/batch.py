@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import pymupdf  # noqa: E402
 
 from docvqa_cli import batch, formats, pipeline, prompts  # noqa: E402
-from docvqa_cli.options import ModelOptions  # noqa: E402
+from docvqa_cli.options import AnswerOptions, ModelOptions  # noqa: E402
 from docvqa_cli.reading import documents  # noqa: E402
 
 
@@ -103,7 +103,8 @@ def main() -> None:
     questions = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
                  batch.Question("q3", "What is the date of the invoice?")]
 
-    step = pipeline.Answerer.build(backend, template, args.max_new_tokens, batch_size=1)
+    step = pipeline.Answerer.build(backend, AnswerOptions(max_new_tokens=args.max_new_tokens, batch_size=1),
+                                   template=template)
 
     load = functools.partial(counting_load if args.executor == "thread" else documents.load, ocr="rapidocr")
     print(f"# {args.docs} documents x {len(questions)} questions, tiny Idefics3 on CPU "
@@ -139,7 +140,7 @@ def main() -> None:
         print(f"# Ray start-up (ray.init, local, {cpus} CPUs): {time.perf_counter() - t:.1f} s", flush=True)
         answerer = batch.model_answerer(
             functools.partial(pipeline.open_backend, ModelOptions(str(model_dir), "cpu", "none")),
-            None, args.max_new_tokens)
+            AnswerOptions(max_new_tokens=args.max_new_tokens))
         ray_load = functools.partial(documents.load, ocr="rapidocr")
         try:
             row("ray", f"({cpus} CPUs)", ray_engine.RayEngine(ray_load, answerer, device="cpu"))

@@ -118,3 +118,41 @@ def free_device_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --- Ctrl-C: exit 130, never death by SIGINT --------------------------------------------------
+
+_DEFER_LIMIT = 50  # times a Ctrl-C waits 20 ms for exec()'d code to end (1 s), then is raised anyway
+_deferred = 0
+
+
+def interrupt(frame) -> None:
+    """Raise KeyboardInterrupt for a Ctrl-C that a SIGINT handler saw at ``frame`` (``on_ctrl_c``,
+    batch's ``_Stop``); but not inside code that exec() or eval() runs from a string.
+
+    CPython marks an interrupt that leaves such code as unhandled for good: however docq then
+    handles it, the process dies by SIGINT at exit (-2 to its parent) instead of exiting 130.
+    dataclasses and namedtuple make their methods that way, so a model load (it imports) is
+    often there. Then the signal is sent again 20 ms later, until it lands outside (at most
+    ``_DEFER_LIMIT`` times)."""
+    global _deferred
+    f = frame
+    while f is not None and f.f_back is not None:  # the outermost frame may be ``python -c`` code
+        if f.f_code.co_filename == "<string>" and _deferred < _DEFER_LIMIT:
+            import os
+            import signal
+            import threading
+
+            _deferred += 1
+            timer = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+            return
+        f = f.f_back
+    _deferred = 0
+    raise KeyboardInterrupt
+
+
+def on_ctrl_c(signum, frame) -> None:
+    """docq's SIGINT handler while a command runs (``cli.common.handle_errors``): ``interrupt``."""
+    interrupt(frame)

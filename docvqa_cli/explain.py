@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from docvqa_cli import relevance
 from docvqa_cli.errors import UsageError
+from docvqa_cli.options import AnswerOptions
 from docvqa_cli.reading import tiles as tiles_mod
 from docvqa_cli.reading.documents import Page
 
@@ -41,17 +42,19 @@ def explain(
     doc: str,
     question: str,
     pages: Sequence[Page],
-    keep: float = relevance.DEFAULT_KEEP,
+    answer: AnswerOptions = AnswerOptions(),
     tile_px: int = tiles_mod.DEFAULT_TILE_PX,
     max_tiles: int = tiles_mod.DEFAULT_MAX_TILES,
     visual=None,
 ) -> Explanation:
-    """Tile, score and select, exactly as the answering pipeline does, and keep it all."""
+    """Tile, score and select, exactly as the answering pipeline does (``answer.keep``, then
+    the prompt's image cap ``answer.max_images``), and keep it all."""
+    keep = answer.keep
     if not 0 < keep <= 1:
         raise UsageError(f"--keep must be in (0, 1], not {keep:g}")
     tiles = [t for p in pages for t in tiles_mod.split(p, tile_px=tile_px, max_tiles=max_tiles)]
     scores = relevance.score(question, tiles, visual=visual)
-    relevance.cap(relevance.select(scores, keep))  # as the pipeline: the prompt's image cap
+    relevance.cap(relevance.select(scores, keep), answer.max_images)  # as the pipeline
     return Explanation(doc, question, keep, list(pages), scores)
 
 

@@ -37,6 +37,7 @@ DEFAULT_PROMPT = "default"  # a prompt name from prompts/ or a template file
 # 48 leaves documents of up to ~5 A4 pages untouched at keep 0.5 (the sample contract shows 35) and
 # bounds a long one at ~10k image tokens for Qwen3-VL (210 a tile), ~3k for SmolVLM.
 DEFAULT_MAX_IMAGES = 48
+MIN_MAX_IMAGES = 2  # the least --max-images: one page shown costs its overview plus one tile
 TYPES = ("amount", "date", "number", "percent", "id", "duration", "time", "text")  # a question's type (typed)
 DATE_ORDERS = ("dmy", "mdy", "ymd")  # --date-order: how 02/03/2024 reads when the document does not say
 
@@ -78,6 +79,7 @@ class AnswerOptions:
     visual: bool | None = None  # None: on with --tie, off otherwise
     batch_size: int | None = None  # None: what the device affords
     date_order: str | None = None  # None: an ambiguous date the document does not settle stays null
+    max_images: int = DEFAULT_MAX_IMAGES  # images (overviews + tiles) in one question's prompt: its memory budget
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 
 from docvqa_cli import grounding, relevance, typed
 from docvqa_cli.errors import OOM_RETRY_FACTORS, ErrorKind, free_device_memory, kind_of, one_line, oom_gave_up
-from docvqa_cli.options import DEFAULT_KEEP, ModelOptions
+from docvqa_cli.options import DEFAULT_KEEP, DEFAULT_MAX_IMAGES, AnswerOptions, ModelOptions
 from docvqa_cli.reading import tiles
 from docvqa_cli.reading.documents import Page
 from docvqa_cli.reading.tiles import Tile
@@ -54,6 +54,7 @@ class Job:
     overviews: dict = field(default_factory=dict)  # page number -> overview image (filled as needed)
     kind: str | None = None  # the question's type (typed.TYPES); None: inferred from the question
     date_order: str | None = None  # --date-order: how an ambiguous date reads when the document does not say
+    max_images: int = DEFAULT_MAX_IMAGES  # --max-images: images in this question's prompt (relevance.cap)
 
 
 def document_tiles(pages: list[Page], backend: Backend) -> list[Tile]:
@@ -100,8 +101,9 @@ class Answerer:
 
     ``answer`` answers questions about one document; ``answer_many`` answers the questions of
     several documents, ``batch_size`` to a forward across them (batch mode). ``build`` turns
-    the options as given (a prompt template or None, ``--max-new-tokens`` or None,
-    ``--batch-size`` or None) into the settled values; ``model_name`` is what records carry."""
+    the command's ``AnswerOptions`` (``--prompt``, ``--max-new-tokens`` or None, ``--batch-size``
+    or None, ``--date-order``, ``--max-images``) into the settled values; ``model_name`` is what
+    records carry."""
 
     backend: Backend
     template: str  # a prompt template text (``prompts.load``)
@@ -110,16 +112,19 @@ class Answerer:
     visual: object = None  # the backend's visual relevance scorer, or None
     types: dict | None = None  # question id -> its type (typed.TYPES); a question not in it: inferred
     date_order: str | None = None  # --date-order for dates the document does not settle
+    max_images: int = DEFAULT_MAX_IMAGES  # --max-images: images in one question's prompt
 
     @classmethod
-    def build(cls, backend: Backend, prompt: str | None = None, max_new_tokens: int | None = None,
-              visual=None, batch_size: int | None = None, types: dict | None = None,
-              date_order: str | None = None) -> "Answerer":
+    def build(cls, backend: Backend, answer: AnswerOptions = AnswerOptions(), visual=None,
+              types: dict | None = None, template: str | None = None) -> "Answerer":
+        """``template``: the prompt's text, when the caller has loaded it already (else
+        ``answer.prompt`` is loaded here)."""
         from docvqa_cli import prompts
 
-        template = prompt if prompt is not None else prompts.load(prompts.DEFAULT)
-        tokens = prompts.max_new_tokens(template, max_new_tokens)
-        return cls(backend, template, tokens, batch_size_for(backend, tokens, batch_size), visual, types, date_order)
+        template = template if template is not None else prompts.load(answer.prompt)
+        tokens = prompts.max_new_tokens(template, answer.max_new_tokens)
+        return cls(backend, template, tokens, batch_size_for(backend, tokens, answer.batch_size), visual, types,
+                   answer.date_order, answer.max_images)
 
     @property
     def model_name(self) -> str:
@@ -128,9 +133,17 @@ class Answerer:
     def answer(self, pages: list[Page], questions: Iterable[tuple[str, str]], keep: float = DEFAULT_KEEP,
                doc: str | None = None) -> Iterator[Answer]:
         """One record per (question_id, question) about one document, in order."""
-        return answer_questions(pages, questions, self.backend, keep=keep, prompt=self.template,
-                                max_new_tokens=self.max_new_tokens, doc=doc, visual=self.visual,
-                                batch_size=self.batch_size, types=self.types, date_order=self.date_order)
+        doc = doc if doc is not None else (pages[0].doc if pages else "")
+        jobs = self._jobs(doc, pages, questions, document_tiles(pages, self.backend), {})
+        yield from answer_pairs(jobs, self.backend, keep=keep, prompt=self.template,
+                                max_new_tokens=self.max_new_tokens, visual=self.visual, batch_size=self.batch_size)
+
+    def _jobs(self, doc: str, pages: list[Page], questions: Iterable[tuple[str, str]], tiles_: list[Tile],
+              overviews: dict) -> Iterator[Job]:
+        """The jobs of one document's questions, sharing its tiles and overviews."""
+        for qid, q in questions:
+            yield Job(doc, pages, str(qid), q, tiles_, overviews, (self.types or {}).get(str(qid)), self.date_order,
+                      self.max_images)
 
     def answer_many(self, items: list[tuple[str, list[Page], list[tuple[str, str]]]],
                     keep: float = DEFAULT_KEEP) -> list[list[Answer]]:
@@ -138,9 +151,7 @@ class Answerer:
         to a forward across documents: a list of records per document, in order."""
         jobs = []
         for doc, pages, questions in items:
-            tiles_, overviews = document_tiles(pages, self.backend), {}
-            jobs += [Job(doc, pages, str(qid), q, tiles_, overviews, (self.types or {}).get(str(qid)),
-                         self.date_order) for qid, q in questions]
+            jobs += self._jobs(doc, pages, questions, document_tiles(pages, self.backend), {})
         out: dict[int, list[Answer]] = {id(pages): [] for _, pages, _ in items}
         for job, record in zip(jobs, answer_pairs(jobs, self.backend, keep=keep, prompt=self.template,
                                                   max_new_tokens=self.max_new_tokens, visual=self.visual,
@@ -210,8 +221,8 @@ def _prepare(job: Job, backend: Backend, keep: float, visual) -> _Prepared:
     prep = _Prepared(job, record, start)
     try:
         scores = relevance.score(job.question, job.tiles, visual=visual)
-        # The memory budget: at most prompt_cap.DEFAULT_MAX_IMAGES images, best pages first.
-        prep.kept = [s.tile for s in relevance.cap(relevance.select(scores, keep))]
+        # The memory budget: at most job.max_images images (--max-images), best pages first.
+        prep.kept = [s.tile for s in relevance.cap(relevance.select(scores, keep), job.max_images)]
         prep.views = page_views(job.pages, prep.kept, job.overviews, backend.tile_px)
     except KeyboardInterrupt:
         raise

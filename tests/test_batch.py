@@ -22,7 +22,7 @@ import pytest
 from conftest import write_invoice_pdf, write_scan
 from docvqa_cli import batch, formats, records
 from docvqa_cli.errors import UsageError
-from docvqa_cli.options import ModelOptions
+from docvqa_cli.options import AnswerOptions, ModelOptions
 from docvqa_cli.reading import documents
 
 
@@ -687,7 +687,7 @@ def test_questions_of_several_documents_share_a_forward_with_the_same_answers(tm
         out = io.StringIO()
         opener = functools.partial(pipeline.open_backend, ModelOptions(str(tiny_model), "cpu", decode="plain"))
         summary = batch.run(questions, docs, load=functools.partial(documents.load, dpi=72),
-                            answerer=batch.model_answerer(opener, None, 3, batch_size),
+                            answerer=batch.model_answerer(opener, AnswerOptions(max_new_tokens=3, batch_size=batch_size)),
                             output=batch.StreamOutput(out, formats.get("jsonl")), jobs=0)
         return summary, [json.loads(line) for line in out.getvalue().splitlines()], list(sizes)
 

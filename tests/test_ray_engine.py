@@ -22,7 +22,7 @@ import pytest
 from conftest import INVOICE_LINES, write_invoice_pdf
 from docvqa_cli import batch, formats, pipeline
 from docvqa_cli.batch import ray as ray_engine
-from docvqa_cli.options import ModelOptions
+from docvqa_cli.options import AnswerOptions, ModelOptions
 from docvqa_cli.reading import documents
 
 QUESTIONS = [batch.Question("q1", "What is the total amount?"), batch.Question("q2", "What is the invoice number?"),
@@ -63,7 +63,7 @@ def job(tmp_path_factory):
 
 def answerer_for(model: Path):
     open_backend = functools.partial(pipeline.open_backend, ModelOptions(str(model), "cpu", "none"))
-    return batch.model_answerer(open_backend, None, 4)
+    return batch.model_answerer(open_backend, AnswerOptions(max_new_tokens=4))
 
 
 LOAD = functools.partial(documents.load, ocr="rapidocr")

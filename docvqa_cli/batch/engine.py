@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from docvqa_cli import records
 from docvqa_cli.batch.questions import Question
 from docvqa_cli.errors import ErrorKind
+from docvqa_cli.options import AnswerOptions
 
 ERROR_LIMIT = 200  # characters of an exception's message kept in an error record
 
@@ -85,20 +86,20 @@ class Summary:
         )
 
 
-def model_answerer(open_backend: Callable[[], tuple], prompt: str | None,
-                   max_new_tokens: int | None, batch_size: int | None = None, types: dict | None = None,
-                   date_order: str | None = None) -> Callable[[], AnswerStep]:
+def model_answerer(open_backend: Callable[[], tuple], answer: AnswerOptions = AnswerOptions(),
+                   types: dict | None = None) -> Callable[[], AnswerStep]:
     """The answer step of ``docq ask`` (a ``pipeline.Answerer``), made on first need: a
     callable that loads the model, so nothing loads when the output already holds every pair.
 
-    ``open_backend()`` loads the model and returns (backend, visual scorer or None); ``types``
-    maps question ids to the types the question file gives, ``date_order`` is --date-order."""
+    ``open_backend()`` loads the model and returns (backend, visual scorer or None); ``answer``
+    holds the answering flags (prompt, max new tokens, batch size, date order, max images);
+    ``types`` maps question ids to the types the question file gives."""
 
     def make() -> AnswerStep:
         from docvqa_cli import pipeline, prompts
 
-        template = prompts.load(prompt)  # a bad --prompt fails before the model loads
+        template = prompts.load(answer.prompt)  # a bad --prompt fails before the model loads
         backend, visual = open_backend()
-        return pipeline.Answerer.build(backend, template, max_new_tokens, visual, batch_size, types, date_order)
+        return pipeline.Answerer.build(backend, answer, visual, types, template)
 
     return make

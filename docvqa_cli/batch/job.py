@@ -17,7 +17,7 @@ from docvqa_cli.batch.local import local_engine
 from docvqa_cli.batch.output import Done
 from docvqa_cli.batch.prefetch import LoadFn
 from docvqa_cli.batch.questions import Question
-from docvqa_cli.errors import one_line
+from docvqa_cli.errors import interrupt, one_line
 from docvqa_cli.options import DEFAULT_KEEP
 
 class _Stop:
@@ -38,7 +38,8 @@ class _Stop:
 
     def _handler(self, signum, frame):
         if self.flag or self.idle:
-            raise KeyboardInterrupt
+            interrupt(frame)  # KeyboardInterrupt (a moment later inside exec()'d code: errors.interrupt)
+            return
         self.flag = True
         self.say("stopping after the record in flight (Ctrl-C again to stop at once)")
 

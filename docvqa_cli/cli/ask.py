@@ -58,9 +58,9 @@ def ask(doc, questions, model, answer, out, overwrite, annotate_out, kind, read,
     pages = load_pages(doc, read, data=data, progress=progress)
     backend, visual = open_model(model, answer.visual, progress, questions=len(questions))
     numbered = [(f"q{i}", q) for i, q in enumerate(questions, 1)]
-    answerer = pipeline.Answerer.build(backend, template, answer.max_new_tokens, visual, answer.batch_size,
+    answerer = pipeline.Answerer.build(backend, answer, visual,
                                        types={qid: kind for qid, _ in numbered} if kind else None,
-                                       date_order=answer.date_order)
+                                       template=template)
     stream = open(out.output, "w", encoding="utf-8", newline="") if out.output else sys.stdout
     failed = False
     records = []

@@ -80,9 +80,8 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
     from docvqa_cli.reading.reader import TimedLoader
 
     load = TimedLoader(read.doc_timeout, **document_keywords(read))  # --doc-timeout, in worker processes
-    answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual),
-                                        answer.prompt, answer.max_new_tokens, answer.batch_size,
-                                        {q.id: q.type for q in questions if q.type}, answer.date_order)
+    answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual), answer,
+                                        {q.id: q.type for q in questions if q.type})
     runner = None
     if engine == "ray":
         from docvqa_cli.batch import ray as ray_engine
@@ -96,7 +95,7 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
         try:
             models.require(model)
         except BaseException:
-            sink.close()
+            _close_quietly(sink, load)
             raise
     try:
         summary = batch_mod.run(
@@ -105,9 +104,14 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
             engine=runner, model_name=model.model, retry_errors=retry_errors,
             progress=not quiet and (show.progress or sys.stderr.isatty()),
         )
-    finally:
-        sink.close()
+    except BaseException:  # Ctrl-C or an error in flight: a close that fails must not take its place
+        _close_quietly(sink, load)
+        raise
+    if summary.interrupted:
+        _close_quietly(sink, load)
+    else:
         load.close()
+        sink.close()
     if not quiet:
         click.echo(f"docq: {summary.line()}", err=True)
     if summary.interrupted:
@@ -121,6 +125,16 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
         click.echo(f"docq: {len(unreadable)} folder(s) could not be read (named above); their documents are "
                    "not in the output", err=True)
     return ExitCode.partial if summary.job_has_errors or unreadable else ExitCode.ok
+
+
+def _close_quietly(*things) -> None:
+    """Close each of ``things`` while Ctrl-C or an error is in flight: a close that fails is one
+    line on stderr, never the error the user sees in place of the first (Ctrl-C exits 130)."""
+    for thing in things:
+        try:
+            thing.close()
+        except Exception as exc:
+            click.echo(f"docq: while stopping: {exc}", err=True)
 
 
 def _check_annotate_dir(folder: str, paths: list[str]) -> list[str]:

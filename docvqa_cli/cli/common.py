@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import traceback
+
 import click
 
 from docvqa_cli import formats
 from docvqa_cli import options as opt
-from docvqa_cli.errors import DocqError, ExitCode
+from docvqa_cli.errors import DocqError, ExitCode, on_ctrl_c
 
 
 def console(stderr: bool = True):
@@ -40,29 +43,37 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = bool((ctx.find_root().params or {}).get("debug"))
+        previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, on_ctrl_c)  # Ctrl-C exits 130, never dies by SIGINT
         try:
-            code = fn(*args, **kwargs)
-        except DocqError as exc:
-            if debug:
-                traceback.print_exc()
-            click.echo(f"docq: error: {exc}", err=True)
-            ctx.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
-            click.echo("docq: interrupted", err=True)
-            ctx.exit(int(ExitCode.ctrl_c))
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
-            raise
-        except Exception as exc:  # an unexpected failure: one line, the rest with --debug
-            if debug:
-                traceback.print_exc()
-            click.echo(
-                f"docq: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                err=True,
-            )
-            ctx.exit(int(ExitCode.partial))
-        ctx.exit(int(code or ExitCode.ok))
+            try:
+                code = fn(*args, **kwargs)
+            except DocqError as exc:
+                if debug:
+                    traceback.print_exc()
+                click.echo(f"docq: error: {exc}", err=True)
+                ctx.exit(int(exc.exit_code))
+            except KeyboardInterrupt:
+                click.echo("docq: interrupted", err=True)
+                ctx.exit(int(ExitCode.ctrl_c))
+            except click.exceptions.Exit:
+                raise
+            except click.ClickException:
+                raise
+            except Exception as exc:  # an unexpected failure: one line, the rest with --debug
+                if debug:
+                    traceback.print_exc()
+                click.echo(
+                    f"docq: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                    err=True,
+                )
+                ctx.exit(int(ExitCode.partial))
+            ctx.exit(int(code or ExitCode.ok))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     return wrapper
 
@@ -169,7 +180,19 @@ _ANSWER = {
     "date_order": (("--date-order",), dict(type=click.Choice(opt.DATE_ORDERS), default=opt.AnswerOptions.date_order,
                    help="How a date such as 02/03/2024 reads when the document's other dates do not settle "
                         "day/month order (default: its value stays null, noted as ambiguous).")),
+    "max_images": (("--max-images",), dict(type=int, default=opt.AnswerOptions.max_images, show_default=True,
+                   metavar="N", callback=lambda ctx, param, value: _at_least_two_images(value),
+                   help="Most images (page overviews plus kept tiles) in one question's prompt: bounds the "
+                        "memory of one question on a long document; the best pages' tiles are kept within it.")),
 }
+
+
+def _at_least_two_images(value: int) -> int:
+    if value < opt.MIN_MAX_IMAGES:
+        raise click.BadParameter(f"{value}: must be at least {opt.MIN_MAX_IMAGES} (a page shown in the prompt "
+                                 "costs its overview plus one tile)")
+    return value
+
 
 _OUTPUT = {
     "format": (("--format",), dict(type=click.Choice(formats.names()), default=opt.OutputOptions.format,

@@ -12,7 +12,7 @@ from docvqa_cli.errors import ExitCode
 @click.command()
 @click.argument("doc")
 @click.argument("question")
-@answer_options("keep", keep={"help": "Fraction of each document's tiles to keep, in (0, 1]."})
+@answer_options("keep", "max_images", keep={"help": "Fraction of each document's tiles to keep, in (0, 1]."})
 @click.option("--tile-px", type=click.IntRange(64, 4096), default=None,
               help="Tile size in rendered pixels (default 512, or the model's own with --model/--tie).")
 @click.option("--max-tiles", type=click.IntRange(1, 256), default=None,
@@ -50,7 +50,7 @@ def explain(doc, question, answer, tile_px, max_tiles, model, fmt, output, read,
     if model.model or model.tie:
         backend, visual = open_model(model, True, progress)
         tile_px, max_tiles = tile_px or backend.tile_px, max_tiles or backend.max_tiles
-    result = explain_mod.explain(doc, question, pages, keep=answer.keep, tile_px=tile_px or tiles.DEFAULT_TILE_PX,
+    result = explain_mod.explain(doc, question, pages, answer, tile_px=tile_px or tiles.DEFAULT_TILE_PX,
                                  max_tiles=max_tiles or tiles.DEFAULT_MAX_TILES, visual=visual)
     if fmt == "json":
         click.echo(json.dumps(explain_mod.to_json(result), ensure_ascii=False))

@@ -16,7 +16,9 @@ not. The pages come back whole (one pickle, so a document's bytes travel once) a
 their kept tiles later in this process, from a text layer that was already read in time.
 
 One child per calling thread (batch's loader threads each have their own); ``close`` ends
-them all. ``timeout`` 0 or None reads in this process, with no limit.
+them all, from any thread (Ctrl-C in batch mode: the main thread, while loader threads wait):
+it kills the children, and each waiting thread closes its own pipe (``_Worker``). ``timeout``
+0 or None reads in this process, with no limit.
 """
 
 from __future__ import annotations
@@ -60,13 +62,49 @@ def _child(conn: Connection) -> None:
 
 
 class _Worker:
+    """One reading process and the pipe to it.
+
+    The pipe belongs to the thread that made the worker (``owner``): only that thread sends,
+    receives, and closes it while it uses it (between ``begin`` and ``end``). Closing a pipe
+    another thread is waiting on gives that thread EBADF, or worse, a descriptor number
+    already reused for another file. So another thread ends a worker with ``stop``: it kills
+    the child, which wakes the owner with EOF, and the owner closes the pipe when its call
+    ends; a worker whose owner is not using it is closed by ``stop`` at once (the owner then
+    never uses it again: ``begin`` says no)."""
+
     def __init__(self):
         ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
         self.conn, child_end = ctx.Pipe()
         self.process = ctx.Process(target=_child, args=(child_end,), daemon=True, name="docq-reader")
-        self.process.start()
-        child_end.close()
+        try:
+            self.process.start()
+        except BaseException:
+            self.conn.close()
+            raise
+        finally:
+            child_end.close()
+        self.owner = threading.get_ident()
         self.ready = False
+        self._lock = threading.Lock()
+        self._busy = False  # the owner is using the pipe
+        self._stopped = False  # stop() was called: the owner must not start another call
+        self._closed = False
+
+    def begin(self) -> bool:
+        """The owner starts a call; False if the worker was stopped or closed (make another)."""
+        with self._lock:
+            if self._stopped or self._closed:
+                return False
+            self._busy = True
+            return True
+
+    def end(self) -> None:
+        """The owner's call is over; a worker stopped meanwhile is closed now."""
+        with self._lock:
+            self._busy = False
+            stopped = self._stopped
+        if stopped:
+            self.close()
 
     def wait_ready(self) -> None:
         """Wait for the child's imports (slow on a busy machine; not the document's time)."""
@@ -76,11 +114,37 @@ class _Worker:
             self.conn.recv()
             self.ready = True
 
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+    def stop(self) -> None:
+        """From any thread: kill the child; close the pipe now if its owner is not using it."""
+        with self._lock:
+            self._stopped = True
+            busy = self._busy
+        self._kill()
+        if not busy:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the child and close the pipe: the owner, or ``stop`` while the owner is not in
+        a call. Idempotent; never raises (it runs while other errors, Ctrl-C, are in flight)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._kill()
+        try:
+            self.process.join(5)
+        except (OSError, ValueError, AssertionError):
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+    def _kill(self) -> None:
+        try:
+            self.process.kill()  # a child already gone is no error (its exit code is kept)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 class TimedLoader:
@@ -93,6 +157,7 @@ class TimedLoader:
         self._local = threading.local()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, path: str, on_page=None) -> list[documents.Page]:
         """The pages of ``path``; ``on_page(number, source)`` hears of each page as it is read."""
@@ -103,7 +168,7 @@ class TimedLoader:
                 if on_page:
                     on_page(page.number, page.source)
             return pages
-        worker = self._worker()
+        worker = self._worker(path)
         try:
             worker.wait_ready()
             worker.conn.send((path, self.options))
@@ -126,12 +191,16 @@ class TimedLoader:
                     raise value
         except DocqError:  # the document's own error; the worker goes on
             raise
-        except (EOFError, OSError):  # the worker died (killed, out of memory)
+        except (EOFError, OSError):  # the worker died (killed, out of memory) or was stopped by close()
             self._retire(worker)
+            if self._closed:
+                raise InputError(path, "not read: docq is stopping") from None
             raise InputError(path, "the reading process died (out of memory, or killed)") from None
         except BaseException:  # Ctrl-C or anything unexpected: never leave a child reading
             self._retire(worker)
             raise
+        finally:
+            worker.end()
 
     def __getstate__(self):  # to a loading process or a Ray task: the settings, not the children
         return {"timeout": self.timeout, "warn": self.warn, "options": self.options}
@@ -139,17 +208,27 @@ class TimedLoader:
     def __setstate__(self, state):
         self.__init__(state["timeout"], state["warn"], **state["options"])
 
-    def _worker(self) -> _Worker:
+    def _worker(self, path: str) -> _Worker:
+        """This thread's worker, started for this call (``begin``); a new one if it was stopped or died."""
         worker = getattr(self._local, "worker", None)
-        if worker is None or not worker.process.is_alive():
+        if worker is not None and worker.process.is_alive() and worker.begin():
+            return worker
+        if worker is not None:
+            self._retire(worker)
+        with self._lock:  # not after close(): it would leave a child that nothing ends
+            if self._closed:
+                raise InputError(path, "not read: docq is stopping")
             worker = _Worker()
-            self._local.worker = worker
-            with self._lock:
-                self._workers.append(worker)
+            self._workers.append(worker)
+        self._local.worker = worker
+        if not worker.begin():  # close() came in between: it has stopped the new worker already
+            self._retire(worker)
+            raise InputError(path, "not read: docq is stopping")
         return worker
 
     def _retire(self, worker: _Worker) -> None:
-        worker.kill()
+        """The owner ends its worker (never raises: Ctrl-C may be in flight)."""
+        worker.close()
         if getattr(self._local, "worker", None) is worker:
             self._local.worker = None
         with self._lock:
@@ -157,10 +236,13 @@ class TimedLoader:
                 self._workers.remove(worker)
 
     def close(self) -> None:
+        """End every worker: from any thread, while other threads may be reading (``_Worker.stop``).
+        A call still reading ends with an InputError; no call starts a worker after this."""
         with self._lock:
+            self._closed = True
             workers, self._workers = self._workers, []
         for worker in workers:
-            worker.kill()
+            worker.stop()
 
     def __enter__(self):
         return self

@@ -16,10 +16,10 @@ flat in the page count past the cap (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-from docvqa_cli.options import DEFAULT_MAX_IMAGES
+from docvqa_cli.options import DEFAULT_MAX_IMAGES, MIN_MAX_IMAGES
 from docvqa_cli.relevance.fusion import TileScore
 
-# DEFAULT_MAX_IMAGES (options.py): enough for the usual one- to three-page invoice at the
+# DEFAULT_MAX_IMAGES (options.py; --max-images, AnswerOptions.max_images): enough for the usual one- to three-page invoice at the
 # default keep (a page of 12 tiles keeps 6, plus its overview), small enough that a CPU holds
 # the prompt of any document.
 __all__ = ["DEFAULT_MAX_IMAGES", "cap", "images"]
@@ -33,8 +33,8 @@ def images(kept: list[TileScore]) -> int:
 def cap(kept: list[TileScore], max_images: int = DEFAULT_MAX_IMAGES) -> list[TileScore]:
     """``kept`` (from ``relevance.select``) cut to ``max_images`` images, in document order;
     the tiles left out get ``kept = False``. At least one page and tile always remain."""
-    if max_images < 2:
-        raise ValueError("max_images must be at least 2 (a page's overview and one tile)")
+    if max_images < MIN_MAX_IMAGES:
+        raise ValueError(f"max_images must be at least {MIN_MAX_IMAGES} (a page's overview and one tile)")
     if images(kept) <= max_images:
         return kept
     ranked = sorted(kept, key=lambda s: (-s.score, s.tile.key))
