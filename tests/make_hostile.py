@@ -8,6 +8,8 @@ Run ``python tests/make_hostile.py DIR`` to write them into DIR for a probe by h
   annotation with additional actions, and carries an embedded and an attached file.
 - ``nested_forms.pdf``: a few KB of form XObjects that each draw the next one many times;
   MuPDF's interpreter walks 2^k paths and never finishes in practice.
+- ``slow_render.pdf``: a text layer that reads at once over 10,000 page-sized fills that
+  take minutes to render.
 """
 
 from __future__ import annotations
@@ -93,6 +95,25 @@ def nested_forms_pdf(path: Path, depth: int = 28, fanout: int = 2) -> Path:
     return path
 
 
+def slow_render_pdf(path: Path, fills: int = 100, calls: int = 100) -> Path:
+    """An invoice line on a page that also draws form H ``calls`` times, H being ``fills``
+    page-sized filled rectangles: its text layer reads in a blink (text extraction skips the
+    fills), but rendering paints 10,000 full pages of pixels (minutes at 150 dpi), from 4 KB."""
+    form = b" ".join(b"%g g 0 0 595 842 re f" % ((i % 10) / 10) for i in range(fills))
+    content = b" ".join([b"q /H Do Q"] * calls) + b" 0 g BT /F1 12 Tf 300 142 Td (Total due: EUR 1,157.40) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Count 1 /Kids [3 0 R] >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /XObject << /H 5 0 R >> "
+        b"/Font << /F1 6 0 R >> >> /Contents 4 0 R >>",
+        _stream(content),
+        _stream(form, b"/Type /XObject /Subtype /Form /BBox [0 0 595 842] "),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    path.write_bytes(_pdf(objects))
+    return path
+
+
 def active_content_pdf(path: Path) -> Path:
     """A real invoice page (text layer) with the active and embedded content a hostile PDF carries."""
     import pymupdf
@@ -120,5 +141,6 @@ if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     folder.mkdir(parents=True, exist_ok=True)
     for made in (many_pages_pdf(folder / "many_pages.pdf"), many_frames_tiff(folder / "many_frames.tif"),
-                 nested_forms_pdf(folder / "nested_forms.pdf"), active_content_pdf(folder / "active_content.pdf")):
+                 nested_forms_pdf(folder / "nested_forms.pdf"), slow_render_pdf(folder / "slow_render.pdf"),
+                 active_content_pdf(folder / "active_content.pdf")):
         print(made, made.stat().st_size, "bytes")

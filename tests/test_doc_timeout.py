@@ -16,7 +16,7 @@ import pytest
 from conftest import write_invoice_pdf
 from docvqa_cli.errors import InputError
 from docvqa_cli.reading.reader import TimedLoader
-from make_hostile import nested_forms_pdf
+from make_hostile import nested_forms_pdf, slow_render_pdf
 
 
 def test_the_hostile_pdf_hangs_mupdf_and_the_loader_gives_it_up_in_its_limit(tmp_path):
@@ -107,6 +107,39 @@ def test_close_while_a_thread_is_between_documents_ends_its_worker_and_starts_no
     assert load._workers == []  # no new child after close()
 
 
+def test_a_page_that_reads_at_once_but_renders_for_minutes_fails_its_document_in_the_limit(tmp_path):
+    from docvqa_cli.reading import documents
+
+    slow = slow_render_pdf(tmp_path / "slow.pdf")
+    good = write_invoice_pdf(tmp_path / "good.pdf")
+    with TimedLoader(timeout=3, ocr=None) as load:
+        pages = load(str(slow))  # its text layer: read in time
+        assert "1,157.40" in " ".join(w.text for w in pages[0].words)
+        start = time.monotonic()
+        with pytest.raises(InputError, match="rendering stopped: page 1 .*--doc-timeout"):
+            pages[0].image
+        assert time.monotonic() - start < 30  # the render alone takes minutes
+        start = time.monotonic()
+        with pytest.raises(InputError, match="rendering stopped"):  # the document stays failed, at once
+            pages[0].image
+        assert time.monotonic() - start < 1
+        timed = load(str(good))[0].image  # a fresh worker renders the next document
+    in_process = documents.load(str(good), ocr=None)[0].image
+    assert timed.size == in_process.size and timed.tobytes() == in_process.tobytes()
+
+
+def test_timed_pages_pickle_to_pages_that_render_in_process(tmp_path):
+    """Pages go to Ray's answering actors pickled: there they render in the actor, the same pixels."""
+    import pickle
+
+    good = write_invoice_pdf(tmp_path / "good.pdf")
+    with TimedLoader(timeout=60, ocr=None) as load:
+        pages = load(str(good))
+        back = pickle.loads(pickle.dumps(pages))
+        assert type(back[0].render).__name__ == "_Renderer"  # the plain render, no worker of the actor's
+        assert back[0].image.tobytes() == pages[0].image.tobytes()
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from _tiny_models import build_idefics3
@@ -125,6 +158,8 @@ def test_a_hung_document_ends_in_its_limit_and_the_others_are_answered(tmp_path,
     write_invoice_pdf(docs / "a_before.pdf")
     nested_forms_pdf(docs / "b_hostile.pdf")
     write_invoice_pdf(docs / "c_after.pdf")
+    slow_render_pdf(docs / "d_slow_render.pdf")
+    write_invoice_pdf(docs / "e_after.pdf")
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is the total amount?\n")
     out = tmp_path / "out.jsonl"
@@ -132,9 +167,10 @@ def test_a_hung_document_ends_in_its_limit_and_the_others_are_answered(tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]  # a record carries an error
     rows = {os.path.basename(r["doc"]): r for r in map(json.loads, out.read_text().splitlines())}
-    assert sorted(rows) == ["a_before.pdf", "b_hostile.pdf", "c_after.pdf"]
-    assert rows["a_before.pdf"]["error"] is None and rows["c_after.pdf"]["error"] is None
+    assert sorted(rows) == ["a_before.pdf", "b_hostile.pdf", "c_after.pdf", "d_slow_render.pdf", "e_after.pdf"]
+    assert all(rows[d]["error"] is None for d in ("a_before.pdf", "c_after.pdf", "e_after.pdf"))
     assert "--doc-timeout" in rows["b_hostile.pdf"]["error"]
+    assert "rendering stopped" in rows["d_slow_render.pdf"]["error"]  # its text read in time, its pixels did not
 
 
 def _children(pid: int) -> list[int]:

@@ -83,6 +83,8 @@ def batch(questions_file, docs, out, overwrite, retry_errors, jobs, show, model,
     answerer = batch_mod.model_answerer(functools.partial(pipeline.open_backend, model, answer.visual), answer,
                                         {q.id: q.type for q in questions if q.type})
     runner = None
+    if engine == "local":
+        load.start()  # this thread renders the kept tiles (in a worker, under the limit): start it while the model loads
     if engine == "ray":
         from docvqa_cli.batch import ray as ray_engine
 

@@ -313,8 +313,17 @@ def load_pages(doc: str, read: opt.ReadOptions, data: bytes | None = None, progr
     if data is None:  # a file: read in a worker process under --doc-timeout (reading/reader.py)
         from docvqa_cli.reading.reader import TimedLoader
 
-        with TimedLoader(read.doc_timeout, **document_keywords(read)) as loader:
+        loader = TimedLoader(read.doc_timeout, **document_keywords(read))
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:  # open while the command runs: the pages' renders go to its worker, under the limit
+            ctx.call_on_close(loader.close)
+        try:
             pages = loader(doc, on_page=on_page)
+        except BaseException:
+            loader.close()
+            raise
+        if ctx is None:
+            loader.close()  # no command to outlive: the pages render in this process
     else:
         pages = []
         for page in documents.iter_pages(doc, data=data, **document_keywords(read)):

@@ -12,8 +12,18 @@ the child with it).
 
 The limit is on progress, not on the whole document: a 500-frame TIFF whose OCR takes half
 an hour is fine while its pages keep coming; one page that takes longer than the limit is
-not. The pages come back whole (one pickle, so a document's bytes travel once) and render
-their kept tiles later in this process, from a text layer that was already read in time.
+not. The pages come back whole (one pickle, so a document's bytes travel once).
+
+Rendering is under the same limit: a page whose text layer reads at once may still take
+minutes to paint (``slow_render_pdf`` in ``tests/make_hostile.py``), and its pixels are
+needed later, for a kept tile or an overview. So each page's ``render`` becomes a
+``_TimedRender``: the thread that needs the image (batch's main thread) sends the request to
+its own worker, which renders the page (``documents._Renderer``, the same pixels) and sends
+them back raw; the document's bytes go to that worker once (it keeps the last ``_SOURCES``).
+A page that takes longer than the limit kills the worker and fails its document: that render
+and every later one of the document raise ``InputError`` (error records), and the batch goes
+on. About 30-40 ms more per A4 page at 150 dpi (the pixels cross a pipe). Pickled to a Ray
+actor, or after ``close``, pages render in the process that holds them, with no limit.
 
 One child per calling thread (batch's loader threads each have their own); ``close`` ends
 them all, from any thread (Ctrl-C in batch mode: the main thread, while loader threads wait):
@@ -26,12 +36,17 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+import uuid
+from collections import deque
 from multiprocessing.connection import Connection
+
+from PIL import Image
 
 from docvqa_cli.errors import DocqError, InputError
 from docvqa_cli.options import DEFAULT_DOC_TIMEOUT
 from docvqa_cli.reading import documents
 
+_SOURCES = 4  # documents whose bytes a worker keeps for renders (batch answers a few together)
 _STARTUP_LIMIT = 300  # seconds for a reading process to import docq (minutes only on a swamped machine)
 
 
@@ -39,11 +54,16 @@ def _child(conn: Connection) -> None:
     """The worker: reads the documents it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     conn.send(("ready", None))  # imports done: the limit counts from here, not from start-up
+    sources: dict = {}  # token -> documents._Source of the documents whose pages it renders (the last _SOURCES)
     while True:
         try:
-            path, options = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
+        if message[0] == "render":
+            _render_page(conn, sources, *message[1:])
+            continue
+        _, path, options = message
         try:
             pages = []
             for page in documents.iter_pages(path, **options, warn=lambda msg: conn.send(("warn", msg))):
@@ -59,6 +79,53 @@ def _child(conn: Connection) -> None:
         except Exception as exc:  # anything else MuPDF or an OCR engine raises
             text = (str(exc).strip().splitlines() or [""])[0][:200]
             conn.send(("input", (path, f"cannot be read ({type(exc).__name__}: {text})")))
+
+
+def _render_page(conn: Connection, sources: dict, token: str, source, number: int, zoom, size) -> None:
+    """The worker: one page's pixels (``documents._Renderer``), sent raw after their mode and size."""
+    if source is not None:  # the parent sends a document's bytes once and mirrors this memory (_Worker.sources)
+        sources[token] = source
+        while len(sources) > _SOURCES:
+            del sources[next(iter(sources))]
+    try:
+        image = documents._Renderer(sources[token], number, zoom, size)()
+    except MemoryError:
+        conn.send(("input", f"page {number}: out of memory while rendering"))
+        return
+    except Exception as exc:  # MuPDF's errors of a broken page
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        conn.send(("input", f"page {number} cannot be rendered ({type(exc).__name__}: {text})"))
+        return
+    conn.send(("image", (image.mode, image.size)))
+    conn.send_bytes(image.tobytes())
+
+
+class _Document:
+    """What the timed renders of one document's pages share: its bytes (``documents._Source``),
+    the token a worker knows them by, and the failure that ends every later render at once."""
+
+    def __init__(self, path: str, source):
+        self.path, self.source, self.token = path, source, uuid.uuid4().hex
+        self.failure: str | None = None
+
+
+class _TimedRender:
+    """A page's ``render``: the page rendered by a worker process under the time limit
+    (``TimedLoader.render``). Pickled (to a Ray actor) it is the plain in-process render again."""
+
+    def __init__(self, loader: "TimedLoader", document: _Document, renderer):
+        self.loader, self.document, self.renderer = loader, document, renderer
+
+    def __call__(self):
+        return self.loader.render(self.document, self.renderer)
+
+    def __reduce__(self):
+        return _plain, (self.renderer,)
+
+
+def _plain(renderer):
+    """Unpickling a ``_TimedRender``: its in-process render."""
+    return renderer
 
 
 class _Worker:
@@ -85,6 +152,7 @@ class _Worker:
             child_end.close()
         self.owner = threading.get_ident()
         self.ready = False
+        self.sources: deque[str] = deque(maxlen=_SOURCES)  # tokens of the documents the child holds
         self._lock = threading.Lock()
         self._busy = False  # the owner is using the pipe
         self._stopped = False  # stop() was called: the owner must not start another call
@@ -171,7 +239,7 @@ class TimedLoader:
         worker = self._worker(path)
         try:
             worker.wait_ready()
-            worker.conn.send((path, self.options))
+            worker.conn.send(("read", path, self.options))
             while True:
                 if not worker.conn.poll(self.timeout):
                     self._retire(worker)
@@ -184,7 +252,7 @@ class TimedLoader:
                     if on_page:
                         on_page(*value)
                 elif kind == "pages":
-                    return value
+                    return self._timed(path, value)
                 elif kind == "input":
                     raise InputError(*value)
                 elif kind == "error":
@@ -197,6 +265,67 @@ class TimedLoader:
                 raise InputError(path, "not read: docq is stopping") from None
             raise InputError(path, "the reading process died (out of memory, or killed)") from None
         except BaseException:  # Ctrl-C or anything unexpected: never leave a child reading
+            self._retire(worker)
+            raise
+        finally:
+            worker.end()
+
+    def start(self) -> None:
+        """Start this thread's worker now, without waiting on it: its imports (seconds on a busy
+        machine) then overlap the model load instead of delaying the first render."""
+        if self.timeout and getattr(self._local, "worker", None) is None:
+            with self._lock:
+                if self._closed:
+                    return
+                worker = _Worker()
+                self._workers.append(worker)
+            self._local.worker = worker
+
+    def _timed(self, path: str, pages: list) -> list:
+        """``pages`` whose later renders (of kept tiles, overviews) go to a worker under the limit."""
+        documents_: dict[int, _Document] = {}
+        for page in pages:
+            if isinstance(page.render, documents._Renderer):
+                source = page.render.source
+                doc = documents_.setdefault(id(source), _Document(path, source))
+                page.render = _TimedRender(self, doc, page.render)
+        return pages
+
+    def render(self, doc: _Document, renderer):
+        """One page's image, rendered by this thread's worker: a page that takes longer than the
+        limit kills the worker and fails its document (every later render of it fails at once).
+        After ``close`` (or with no limit) the page renders in this process."""
+        if doc.failure is not None:
+            raise InputError(doc.path, doc.failure)
+        if self._closed or not self.timeout:
+            return renderer()
+        worker = self._worker(doc.path)
+        try:
+            worker.wait_ready()
+            known = doc.token in worker.sources
+            worker.conn.send(("render", doc.token, None if known else doc.source, renderer.number, renderer.zoom,
+                              renderer.size))
+            if not known:
+                worker.sources.append(doc.token)
+            if not worker.conn.poll(self.timeout):
+                self._retire(worker)
+                doc.failure = (f"rendering stopped: page {renderer.number} not rendered in {self.timeout:g} s, the "
+                               f"time limit (--doc-timeout); a hostile or broken document?")
+                raise InputError(doc.path, doc.failure)
+            kind, value = worker.conn.recv()
+            if kind == "input":
+                raise InputError(doc.path, value)
+            mode, size = value
+            return Image.frombytes(mode, size, worker.conn.recv_bytes())
+        except DocqError:
+            raise
+        except (EOFError, OSError):
+            self._retire(worker)
+            if self._closed:
+                raise InputError(doc.path, "not rendered: docq is stopping") from None
+            doc.failure = "the rendering process died (out of memory, or killed)"
+            raise InputError(doc.path, doc.failure) from None
+        except BaseException:
             self._retire(worker)
             raise
         finally:
