@@ -274,12 +274,7 @@ class TimedLoader:
         """Start this thread's worker now, without waiting on it: its imports (seconds on a busy
         machine) then overlap the model load instead of delaying the first render."""
         if self.timeout and getattr(self._local, "worker", None) is None:
-            with self._lock:
-                if self._closed:
-                    return
-                worker = _Worker()
-                self._workers.append(worker)
-            self._local.worker = worker
+            self._new_worker()
 
     def _timed(self, path: str, pages: list) -> list:
         """``pages`` whose later renders (of kept tiles, overviews) go to a worker under the limit."""
@@ -344,15 +339,22 @@ class TimedLoader:
             return worker
         if worker is not None:
             self._retire(worker)
-        with self._lock:  # not after close(): it would leave a child that nothing ends
-            if self._closed:
-                raise InputError(path, "not read: docq is stopping")
-            worker = _Worker()
-            self._workers.append(worker)
-        self._local.worker = worker
+        worker = self._new_worker()
+        if worker is None:
+            raise InputError(path, "not read: docq is stopping")
         if not worker.begin():  # close() came in between: it has stopped the new worker already
             self._retire(worker)
             raise InputError(path, "not read: docq is stopping")
+        return worker
+
+    def _new_worker(self) -> _Worker | None:
+        """A new worker for this thread (``start``, ``_worker``); None after ``close``."""
+        with self._lock:  # not after close(): it would leave a child that nothing ends
+            if self._closed:
+                return None
+            worker = _Worker()
+            self._workers.append(worker)
+        self._local.worker = worker
         return worker
 
     def _retire(self, worker: _Worker) -> None:
